@@ -1,0 +1,76 @@
+import { z } from 'zod'
+
+/** Environment variables, validated once at start. A bad value stops the process naming the variable. */
+const envSchema = z.object({
+  PORT: z.coerce.number().int().min(0).max(65535).default(8080),
+  HOST: z.string().default('0.0.0.0'),
+  ROLE: z
+    .string()
+    .default('all')
+    .transform((s) => s.split(',').map((r) => r.trim()).filter(Boolean))
+    .pipe(z.array(z.enum(['all', 'ingest', 'aggregator', 'api'])).min(1)),
+  DATA_DIR: z.string().default('./data'),
+  ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
+  REDIS_URL: z.string().url().optional(),
+  NATS_URL: z.string().optional(),
+  CLICKHOUSE_URL: z.string().url().optional(),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  LOCAL_REDIS_PORT: z.coerce.number().int().min(1).max(65535).default(16379),
+  LOCAL_NATS_PORT: z.coerce.number().int().min(1).max(65535).default(14222),
+  EVENT_MAX_AGE_HOURS: z.coerce.number().positive().default(72),
+  EVENT_MAX_FUTURE_MINUTES: z.coerce.number().nonnegative().default(10),
+  NATS_STREAM: z.string().regex(/^[A-Za-z0-9_-]+$/).default('EVENTS'),
+  NATS_DUPLICATE_WINDOW_SECONDS: z.coerce.number().int().positive().default(120),
+  INGEST_MAX_BACKLOG: z.coerce.number().int().nonnegative().default(100_000),
+  FACTS_BATCH_SIZE: z.coerce.number().int().positive().default(5000),
+  FACTS_FLUSH_MS: z.coerce.number().int().positive().default(250),
+  SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().positive().default(9000),
+})
+
+export type Role = 'ingest' | 'aggregator' | 'api'
+
+export interface Config {
+  http: { port: number; host: string }
+  roles: Set<Role>
+  dataDir: string
+  adminToken?: string
+  logLevel: string
+  redis: { url?: string; localPort: number }
+  nats: { url?: string; localPort: number; stream: string; duplicateWindowMs: number }
+  clickhouse: { url?: string }
+  events: { maxAgeMs: number; maxFutureMs: number; maxBatch: number; maxBytes: number; maxBacklog: number }
+  facts: { batchSize: number; flushMs: number }
+  shutdownTimeoutMs: number
+}
+
+export class ConfigError extends Error {}
+
+export function parseConfig(env: Record<string, string | undefined> = process.env): Config {
+  const picked = Object.fromEntries(Object.keys(envSchema.shape).map((k) => [k, env[k] === '' ? undefined : env[k]]))
+  const r = envSchema.safeParse(picked)
+  if (!r.success) {
+    const msg = r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')
+    throw new ConfigError(`invalid configuration: ${msg}`)
+  }
+  const e = r.data
+  const roles = new Set<Role>(e.ROLE.includes('all') ? ['ingest', 'aggregator', 'api'] : (e.ROLE as Role[]))
+  return {
+    http: { port: e.PORT, host: e.HOST },
+    roles,
+    dataDir: e.DATA_DIR,
+    adminToken: e.ADMIN_TOKEN,
+    logLevel: e.LOG_LEVEL,
+    redis: { url: e.REDIS_URL, localPort: e.LOCAL_REDIS_PORT },
+    nats: { url: e.NATS_URL, localPort: e.LOCAL_NATS_PORT, stream: e.NATS_STREAM, duplicateWindowMs: e.NATS_DUPLICATE_WINDOW_SECONDS * 1000 },
+    clickhouse: { url: e.CLICKHOUSE_URL },
+    events: {
+      maxAgeMs: e.EVENT_MAX_AGE_HOURS * 3600_000,
+      maxFutureMs: e.EVENT_MAX_FUTURE_MINUTES * 60_000,
+      maxBatch: 1000,
+      maxBytes: 1024 * 1024,
+      maxBacklog: e.INGEST_MAX_BACKLOG,
+    },
+    facts: { batchSize: e.FACTS_BATCH_SIZE, flushMs: e.FACTS_FLUSH_MS },
+    shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
+  }
+}

@@ -1,0 +1,87 @@
+import type { ClickHouseClient } from '@clickhouse/client'
+import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream'
+import { Kvm } from '@nats-io/kv'
+import type { NatsConnection } from '@nats-io/nats-core'
+import type { Redis } from 'ioredis'
+import type { Logger } from 'pino'
+import { createClickHouse } from './clients/clickhouse.ts'
+import { createNats } from './clients/nats.ts'
+import { createRedis } from './clients/redis.ts'
+import type { Config } from './config.ts'
+import { createMetrics, type Metrics } from './metrics.ts'
+import { loadRegionTree, type RegionTree } from './regions.ts'
+import { migrate } from './schema.ts'
+import { createAppStore, type AppStore } from './store/apps.ts'
+import { createUserStore, type UserStore } from './store/users.ts'
+import { createOfficialStore, type OfficialStore } from './store/officials.ts'
+import { createPopulationStore, type PopulationStore } from './store/populations.ts'
+import { createTaskStore, type TaskStore } from './store/tasks.ts'
+
+/** Everything a tier needs, built once per process and passed in. */
+export interface Deps {
+  log: Logger
+  redis: Redis
+  nc: NatsConnection
+  js: JetStreamClient
+  jsm: JetStreamManager
+  ch: ClickHouseClient
+  apps: AppStore
+  users: UserStore
+  officials: OfficialStore
+  populations: PopulationStore
+  tasks: TaskStore
+  tree: RegionTree
+  metrics: Metrics
+  /** False while the NATS connection is down: ingest answers 503 at once. */
+  natsUp(): boolean
+  close(): Promise<void>
+}
+
+export async function connectDeps(config: Config, urls: { redis: string; nats: string }, log: Logger): Promise<Deps> {
+  const redis = createRedis(urls.redis)
+  redis.on('error', (err) => log.warn({ err: String(err) }, 'redis error'))
+  const nc = await createNats(urls.nats, 'kepu-live')
+  let natsUp = true
+  void (async () => {
+    for await (const s of nc.status()) {
+      if (s.type === 'disconnect') {
+        natsUp = false
+        log.warn('nats disconnected')
+      } else if (s.type === 'reconnect') {
+        natsUp = true
+        log.info('nats reconnected')
+      }
+    }
+  })()
+  const js = jetstream(nc, { timeout: 5000 })
+  const jsm = await jetstreamManager(nc)
+  const kvm = new Kvm(nc)
+  const [appsKv, usersKv, officialsKv, populationsKv, tasksKv] = await Promise.all([
+    kvm.create('apps', { history: 1 }),
+    kvm.create('users', { history: 1 }),
+    kvm.create('officials', { history: 1 }),
+    kvm.create('populations', { history: 1 }),
+    kvm.create('tasks', { history: 1 }),
+  ])
+  const ch = await createClickHouse({ url: config.clickhouse.url, dataDir: config.dataDir })
+  await migrate(ch)
+  return {
+    log,
+    redis,
+    nc,
+    js,
+    jsm,
+    ch,
+    apps: createAppStore(appsKv),
+    users: createUserStore(usersKv),
+    officials: createOfficialStore(officialsKv),
+    populations: createPopulationStore(populationsKv),
+    tasks: createTaskStore(tasksKv),
+    tree: loadRegionTree(),
+    metrics: createMetrics(),
+    natsUp: () => natsUp && !nc.isClosed(),
+    async close() {
+      await Promise.allSettled([nc.drain(), redis.quit(), ch.close()])
+    },
+  }
+}

@@ -1,0 +1,90 @@
+import type { EventType } from './events.ts'
+import { periodRange, PERIODS, type Period, type PeriodRange } from './time.ts'
+
+/**
+ * Counting rules (PRODUCT.md "Counting and points"). `limit` events of a type count per user per
+ * Shanghai day; of those, the first `pointsLimit` earn `points` each; share-backs add to share
+ * volume (传播量). Every fact records RULE_VERSION.
+ */
+export interface Rule {
+  limit: number
+  pointsLimit: number
+  points: number
+  shares: 0 | 1
+}
+export const RULE_VERSION = 1
+export const RULES: Record<EventType, Rule> = {
+  share_back: { limit: 300, pointsLimit: 20, points: 1, shares: 1 },
+  share_view: { limit: 20, pointsLimit: 20, points: 1, shares: 0 },
+  read: { limit: 10, pointsLimit: 10, points: 1, shares: 0 },
+  signin: { limit: 1, pointsLimit: 1, points: 2, shares: 0 }, // +1 per consecutive day, up to +5
+  login: { limit: 1, pointsLimit: 1, points: 1, shares: 0 },
+  post: { limit: 3, pointsLimit: 3, points: 3, shares: 0 },
+  comment: { limit: 10, pointsLimit: 10, points: 1, shares: 0 },
+  like: { limit: 10, pointsLimit: 10, points: 1, shares: 0 },
+}
+export const SIGNIN_MAX_BONUS = 5
+
+export type Metric = 'shares' | 'points'
+export const METRICS: readonly Metric[] = ['shares', 'points']
+const METRIC_TAG: Record<Metric, string> = { shares: 's', points: 'p' }
+
+/**
+ * Board scores pack (count, reached_at) into one double so that a board write is an idempotent,
+ * order-free `ZADD … LT` of the user's absolute score: stored = −(count·R + (R−1−slot)), where slot
+ * is reached_at's offset from the period start in `res` ms. More counted wins; at equal count the
+ * earlier reached_at wins; equal stored scores fall back to member order (user id ascending).
+ * Bounded periods use millisecond slots (R = 2^35 ≥ 366 days, counts < 2^18); 'all' uses
+ * one-second slots from 2020-01-01 (R = 2^32, counts < 2^21). All values stay below 2^53: exact.
+ */
+interface Packing { R: number; res: number; maxCount: number }
+const BOUNDED: Packing = { R: 2 ** 35, res: 1, maxCount: 2 ** 18 - 1 }
+const ALL: Packing = { R: 2 ** 32, res: 1000, maxCount: 2 ** 21 - 1 }
+const packing = (p: Period) => (p === 'all' ? ALL : BOUNDED)
+
+export function packScore(period: Period, startMs: number, count: number, reachedAt: number): number {
+  const { R, res, maxCount } = packing(period)
+  const slot = Math.min(R - 1, Math.max(0, Math.floor((reachedAt - startMs) / res)))
+  return -(Math.min(count, maxCount) * R + (R - 1 - slot))
+}
+
+export function unpackScore(period: Period, startMs: number, stored: number): { count: number; reachedAt: number } {
+  const { R, res } = packing(period)
+  const packed = -stored
+  const count = Math.floor(packed / R)
+  const slot = R - 1 - (packed - count * R)
+  return { count, reachedAt: startMs + slot * res }
+}
+
+/** Scope of a board: national, a region (any level) or an institution. */
+export type BoardScope = { kind: 'national' } | { kind: 'region'; code: string } | { kind: 'institution'; id: string }
+
+export function scopeTag(s: BoardScope): string {
+  return s.kind === 'national' ? 'n' : s.kind === 'region' ? `r${s.code}` : `i${s.id}`
+}
+
+export function boardKey(metric: Metric, scope: BoardScope, periodKey: string): string {
+  return `b:${METRIC_TAG[metric]}:${scopeTag(scope)}:${periodKey}`
+}
+
+/** How long a board or a user's period totals are kept in Redis after their period starts. */
+export const PERIOD_TTL_S: Record<Period, number | null> = {
+  day: 40 * 86400,
+  week: 120 * 86400,
+  month: 400 * 86400,
+  year: 800 * 86400,
+  all: null,
+}
+
+/** The five period ranges an event at `ts` falls into. */
+export function periodsOf(ts: number): PeriodRange[] {
+  return PERIODS.map((p) => periodRange(p, ts))
+}
+
+/** Every board scope an event touches: its region's lineage (town → province), national, institution. */
+export function scopesOf(lineage: string[], institutionId: string): BoardScope[] {
+  const out: BoardScope[] = lineage.map((code) => ({ kind: 'region', code }) as BoardScope)
+  out.push({ kind: 'national' })
+  if (institutionId) out.push({ kind: 'institution', id: institutionId })
+  return out
+}

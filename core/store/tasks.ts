@@ -1,0 +1,51 @@
+import type { KV } from '@nats-io/kv'
+
+/**
+ * The task breakdown (任务分解表): per year and unit, targets for new registrations and share
+ * volume. A unit is a region below the official's own or an institution (a village committee, a
+ * school…); an institution unit belongs to the region of the official who set it. Durable in NATS
+ * KV (bucket `tasks`, key `<year>.r<code>` or `<year>.i<institution id>`).
+ */
+export type Unit = { region_code: string } | { institution_id: string }
+
+export interface Task {
+  year: number
+  unit: Unit
+  name: string
+  /** For institution units: the region of whoever set the target (who may see and change it). */
+  owner_region: string | null
+  core_members: number | null
+  registration_target: number
+  share_target: number
+  updated_at: number
+}
+
+export interface TaskStore {
+  put(t: Omit<Task, 'updated_at'>): Promise<Task>
+  list(year: number): Promise<Task[]>
+}
+
+export const unitKey = (u: Unit) => ('region_code' in u ? `r${u.region_code}` : `i${u.institution_id}`)
+
+const enc = new TextEncoder()
+const dec = new TextDecoder()
+
+export function createTaskStore(kv: KV): TaskStore {
+  return {
+    async put(t) {
+      const rec: Task = { ...t, updated_at: Date.now() }
+      await kv.put(`${t.year}.${unitKey(t.unit)}`, enc.encode(JSON.stringify(rec)))
+      return rec
+    },
+    async list(year) {
+      const keys: string[] = []
+      for await (const k of await kv.keys(`${year}.*`)) keys.push(k)
+      const out: Task[] = []
+      for (let i = 0; i < keys.length; i += 200) {
+        const got = await Promise.all(keys.slice(i, i + 200).map((k) => kv.get(k)))
+        for (const e of got) if (e && e.operation === 'PUT' && e.value.length) out.push(JSON.parse(dec.decode(e.value)) as Task)
+      }
+      return out.sort((a, b) => unitKey(a.unit).localeCompare(unitKey(b.unit)))
+    },
+  }
+}

@@ -1,0 +1,107 @@
+import { randomBytes } from 'node:crypto'
+import type { KV } from '@nats-io/kv'
+import { z } from 'zod'
+import { USER_ID } from '../events.ts'
+
+/**
+ * Communicators, durable in NATS JetStream KV (bucket `users`): `u.<id>` holds the profile and
+ * `p.<phone>` the owner of a phone number, taken with `create` so that one phone maps to one
+ * account even under concurrent writers. Profile updates are revision-checked.
+ */
+export const PHONE = z.string().regex(/^1[3-9]\d{9}$/, 'must be a mainland mobile number (11 digits, 1[3-9]…)')
+export const USER_KINDS = ['个人用户', '中国科协', '省级', '市级', '区县级', '乡镇街道'] as const
+
+export interface User {
+  id: string
+  phone: string
+  real_name: string
+  region_code: string
+  kind: string
+  institution_id: string
+  /** Epoch ms; events before it do not count. */
+  certified_at: number
+  created_at: number
+  updated_at: number
+}
+
+export interface UserStore {
+  get(id: string): Promise<User | null>
+  /** Creates or updates by id (or by phone when no id). Returns the stored user and whether it is new. */
+  upsert(input: Omit<User, 'id' | 'created_at' | 'updated_at'> & { id?: string }): Promise<{ user: User; created: boolean }>
+  /** Every stored user, for rebuilding caches. */
+  all(): AsyncIterable<User>
+}
+
+export class UserConflict extends Error {
+  constructor(public code: 'phone_taken' | 'conflict', message: string) {
+    super(message)
+  }
+}
+
+const enc = new TextEncoder()
+const dec = new TextDecoder()
+const json = (v: unknown) => enc.encode(JSON.stringify(v))
+
+export function newUserId(): string {
+  return 'u' + randomBytes(9).toString('base64url').replace(/[^A-Za-z0-9]/g, 'x')
+}
+
+export function createUserStore(kv: KV): UserStore {
+  async function get(id: string) {
+    const e = await kv.get(`u.${id}`)
+    return e && e.operation === 'PUT' && e.value.length ? { user: JSON.parse(dec.decode(e.value)) as User, rev: e.revision } : null
+  }
+  async function ownerOfPhone(phone: string) {
+    const e = await kv.get(`p.${phone}`)
+    return e && e.operation === 'PUT' && e.value.length ? dec.decode(e.value) : null
+  }
+  async function claimPhone(phone: string, id: string) {
+    try {
+      await kv.create(`p.${phone}`, enc.encode(id))
+    } catch {
+      const owner = await ownerOfPhone(phone)
+      if (owner !== id) throw new UserConflict('phone_taken', 'phone number belongs to another communicator')
+    }
+  }
+  return {
+    async get(id) {
+      if (!USER_ID.safeParse(id).success) return null
+      return (await get(id))?.user ?? null
+    },
+    async upsert(input) {
+      const id = input.id ?? (await ownerOfPhone(input.phone)) ?? newUserId()
+      for (let attempt = 0; attempt < 3; attempt++) {
+        const now = Date.now()
+        const existing = await get(id)
+        await claimPhone(input.phone, id)
+        const user: User = {
+          ...input,
+          id,
+          created_at: existing?.user.created_at ?? now,
+          updated_at: now,
+        }
+        try {
+          if (existing) await kv.update(`u.${id}`, json(user), existing.rev)
+          else await kv.create(`u.${id}`, json(user))
+        } catch {
+          continue // someone else wrote in between: read again and retry
+        }
+        if (existing && existing.user.phone !== input.phone) {
+          const owner = await ownerOfPhone(existing.user.phone)
+          if (owner === id) await kv.delete(`p.${existing.user.phone}`)
+        }
+        return { user, created: !existing }
+      }
+      throw new UserConflict('conflict', 'communicator was changed concurrently; retry')
+    },
+    async *all() {
+      // keys() ends after the current keys (a watch would wait forever on an empty bucket).
+      const ids: string[] = []
+      for await (const k of await kv.keys('u.>')) ids.push(k.slice(2))
+      for (let i = 0; i < ids.length; i += 500) {
+        const got = await Promise.all(ids.slice(i, i + 500).map((id) => get(id)))
+        for (const g of got) if (g) yield g.user
+      }
+    },
+  }
+}

@@ -1,0 +1,49 @@
+import { AckPolicy, DeliverPolicy, RetentionPolicy, StorageType, type JetStreamManager } from '@nats-io/jetstream'
+import { nanos } from '@nats-io/nats-core'
+
+/**
+ * The event stream: a durable, file-backed JetStream work queue. Publishes carry the event id as
+ * Nats-Msg-Id, so a resend inside the duplicate window is dropped by the server itself; later
+ * resends are caught by the aggregator's dedupe. Messages leave the stream once acknowledged,
+ * which the aggregator does only after their facts are stored.
+ */
+export const SUBJECT_EVENTS = (stream: string) => `${stream.toLowerCase()}.in`
+export const SUBJECT_REJECTED = (stream: string) => `${stream.toLowerCase()}.rejected`
+export const CONSUMER = 'aggregator'
+
+export async function ensureStream(jsm: JetStreamManager, opts: { stream: string; duplicateWindowMs: number; replicas?: number }) {
+  const config = {
+    name: opts.stream,
+    subjects: [`${opts.stream.toLowerCase()}.>`],
+    storage: StorageType.File,
+    retention: RetentionPolicy.Workqueue,
+    duplicate_window: nanos(opts.duplicateWindowMs),
+    num_replicas: opts.replicas ?? 1,
+    max_msg_size: 64 * 1024,
+  }
+  try {
+    await jsm.streams.info(opts.stream)
+    await jsm.streams.update(opts.stream, { duplicate_window: config.duplicate_window })
+  } catch {
+    await jsm.streams.add(config)
+  }
+}
+
+export async function ensureConsumer(jsm: JetStreamManager, stream: string) {
+  const config = {
+    durable_name: CONSUMER,
+    ack_policy: AckPolicy.Explicit,
+    deliver_policy: DeliverPolicy.All,
+    // Short enough that messages held by a process that died come back quickly after a restart;
+    // facts are normally flushed and acked within FACTS_FLUSH_MS.
+    ack_wait: nanos(10_000),
+    max_ack_pending: 20_000,
+    max_deliver: -1,
+  }
+  try {
+    await jsm.consumers.info(stream, CONSUMER)
+    await jsm.consumers.update(stream, CONSUMER, { ack_wait: config.ack_wait, max_ack_pending: config.max_ack_pending })
+  } catch {
+    await jsm.consumers.add(stream, config)
+  }
+}

@@ -1,0 +1,36 @@
+import { describe, expect, it } from 'vitest'
+import { compactDay, isoDay, parseDay, parseInstant, periodRange } from './time.ts'
+
+describe('Asia/Shanghai calendar', () => {
+  it('puts 16:30 UTC into the next Shanghai day', () => {
+    expect(isoDay(Date.parse('2021-06-20T16:30:00Z'))).toBe('2021-06-21')
+    expect(compactDay(Date.parse('2021-06-20T15:59:59.999Z'))).toBe('20210620')
+  })
+  it('starts weeks on Monday', () => {
+    // 2021-06-27 is a Sunday: its week starts on Monday 2021-06-21.
+    const r = periodRange('week', Date.parse('2021-06-27T12:00:00+08:00'))
+    expect(r.key).toBe('w20210621')
+    expect(r.from).toBe('2021-06-21')
+    expect(r.to).toBe('2021-06-27')
+  })
+  it('gives month and year bounds as Shanghai days', () => {
+    const m = periodRange('month', Date.parse('2024-02-10T00:00:00+08:00'))
+    expect([m.key, m.from, m.to]).toEqual(['m202402', '2024-02-01', '2024-02-29'])
+    const y = periodRange('year', Date.parse('2021-12-31T23:59:59+08:00'))
+    expect([y.key, y.from, y.to]).toEqual(['y2021', '2021-01-01', '2021-12-31'])
+    expect(y.startMs).toBe(Date.parse('2021-01-01T00:00:00+08:00'))
+  })
+  it('parses bare days and rejects impossible ones', () => {
+    expect(parseDay('2021-06-21')).toBe(Date.parse('2021-06-21T00:00:00+08:00'))
+    expect(parseDay('2021-02-30')).toBeNull()
+    expect(parseDay('21-06-21')).toBeNull()
+  })
+  it('accepts ISO with offset or epoch ms, not bare local times', () => {
+    expect(parseInstant('2021-06-21T08:00:00+08:00')).toBe(Date.parse('2021-06-21T00:00:00Z'))
+    expect(parseInstant(1624233600000)).toBe(1624233600000)
+    expect(parseInstant('1624233600000')).toBe(1624233600000)
+    expect(parseInstant('2021-06-21T08:00:00')).toBeNull()
+    expect(parseInstant('yesterday')).toBeNull()
+    expect(parseInstant(-5)).toBeNull()
+  })
+})

@@ -1,0 +1,102 @@
+/**
+ * Asia/Shanghai calendar arithmetic. China has used UTC+8 without daylight saving since 1991,
+ * so a fixed offset is exact for every date this service handles.
+ */
+export const SHANGHAI_OFFSET_MS = 8 * 3600_000
+export const DAY_MS = 86_400_000
+
+export type Period = 'day' | 'week' | 'month' | 'year' | 'all'
+export const PERIODS: readonly Period[] = ['day', 'week', 'month', 'year', 'all']
+
+/** Start of the period 'all' for score packing: 2020-01-01 00:00 Asia/Shanghai. */
+export const ALL_TIME_START_MS = Date.UTC(2020, 0, 1) - SHANGHAI_OFFSET_MS
+
+/** Shanghai wall-clock fields of an instant. */
+function fields(ms: number) {
+  const d = new Date(ms + SHANGHAI_OFFSET_MS)
+  return { y: d.getUTCFullYear(), m: d.getUTCMonth(), d: d.getUTCDate(), dow: d.getUTCDay() }
+}
+
+/** Instant at which the Shanghai day y-m-d (month 0-based) begins. */
+export function shanghaiMidnight(y: number, m: number, d: number): number {
+  return Date.UTC(y, m, d) - SHANGHAI_OFFSET_MS
+}
+
+export function dayStart(ms: number): number {
+  return Math.floor((ms + SHANGHAI_OFFSET_MS) / DAY_MS) * DAY_MS - SHANGHAI_OFFSET_MS
+}
+
+/** 'YYYY-MM-DD' of the Shanghai day containing ms. */
+export function isoDay(ms: number): string {
+  return new Date(ms + SHANGHAI_OFFSET_MS).toISOString().slice(0, 10)
+}
+
+/** 'YYYYMMDD' of the Shanghai day containing ms. */
+export function compactDay(ms: number): string {
+  return isoDay(ms).replaceAll('-', '')
+}
+
+/** Parses a bare 'YYYY-MM-DD' as the start of that Shanghai day; null when not a real date. */
+export function parseDay(s: string): number | null {
+  const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(s)
+  if (!m) return null
+  const [y, mo, d] = [Number(m[1]), Number(m[2]) - 1, Number(m[3])]
+  const ms = shanghaiMidnight(y, mo, d)
+  return isoDay(ms) === s ? ms : null
+}
+
+export interface PeriodRange {
+  period: Period
+  /** Compact key used in Redis key names, e.g. d20261123, w20261123 (the Monday), m202611, y2026, a. */
+  key: string
+  startMs: number
+  /** Exclusive end; Infinity for 'all'. */
+  endMs: number
+  from: string | null
+  to: string | null
+}
+
+export function periodRange(period: Period, ms: number): PeriodRange {
+  const f = fields(ms)
+  switch (period) {
+    case 'day': {
+      const s = shanghaiMidnight(f.y, f.m, f.d)
+      return mk(period, 'd' + compactDay(s), s, s + DAY_MS)
+    }
+    case 'week': {
+      const back = (f.dow + 6) % 7 // Monday = 0
+      const s = shanghaiMidnight(f.y, f.m, f.d - back)
+      return mk(period, 'w' + compactDay(s), s, s + 7 * DAY_MS)
+    }
+    case 'month': {
+      const s = shanghaiMidnight(f.y, f.m, 1)
+      return mk(period, 'm' + compactDay(s).slice(0, 6), s, shanghaiMidnight(f.y, f.m + 1, 1))
+    }
+    case 'year': {
+      const s = shanghaiMidnight(f.y, 0, 1)
+      return mk(period, 'y' + f.y, s, shanghaiMidnight(f.y + 1, 0, 1))
+    }
+    case 'all':
+      return { period, key: 'a', startMs: ALL_TIME_START_MS, endMs: Infinity, from: null, to: null }
+  }
+}
+
+function mk(period: Period, key: string, startMs: number, endMs: number): PeriodRange {
+  return { period, key, startMs, endMs, from: isoDay(startMs), to: isoDay(endMs - 1) }
+}
+
+/** Parses an API time: ISO-8601 with an offset, or epoch milliseconds (number or digit string). */
+export function parseInstant(v: unknown): number | null {
+  if (typeof v === 'number') return Number.isFinite(v) && Number.isInteger(v) && v > 0 ? v : null
+  if (typeof v !== 'string') return null
+  if (/^\d{10,16}$/.test(v)) return Number(v)
+  // Require an explicit offset (Z or ±hh:mm): a bare local time is ambiguous.
+  if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$/i.test(v)) return null
+  const ms = Date.parse(v)
+  return Number.isFinite(ms) ? ms : null
+}
+
+/** ISO-8601 in Asia/Shanghai with its +08:00 offset, e.g. 2026-11-23T10:00:00.000+08:00. */
+export function shanghaiIso(ms: number): string {
+  return new Date(ms + SHANGHAI_OFFSET_MS).toISOString().replace('Z', '+08:00')
+}
