@@ -1,0 +1,127 @@
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { randomUUID } from 'node:crypto'
+import type { Redis } from 'ioredis'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createRedis } from '../core/clients/redis.ts'
+import type { StreamEvent } from '../core/events.ts'
+import { cacheUsers } from '../core/keys.ts'
+import { startRedis, type LocalService } from '../core/local-services.ts'
+import { loadRegionTree } from '../core/regions.ts'
+import { freePort } from '../test/stack.ts'
+import { boardWrites, coalesce, createBoardWriter, type BoardWrite } from './boards.ts'
+import { applyUserStep, dedupeWindow, defineUserStep } from './user-step.ts'
+
+let dir: string
+let server: LocalService
+let redis: Redis
+const tree = loadRegionTree()
+const win = dedupeWindow(72 * 3600_000, 600_000)
+const now = Date.now()
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'kepu-boards-'))
+  server = await startRedis(dir, await freePort())
+  redis = createRedis(server.url)
+  defineUserStep(redis)
+  const u = (id: string) => ({ id, phone: '', real_name: id, region_code: '430623110', kind: '个人用户', institution_id: 'inst-x', certified_at: 0, created_at: 0, updated_at: 0 })
+  await cacheUsers(redis, [u('A'), u('B'), u('C')])
+})
+afterAll(async () => {
+  await redis?.quit()
+  await server?.stop()
+  rmSync(dir, { recursive: true, force: true })
+})
+
+const ev = (user: string, ts: number): StreamEvent => ({
+  kind: 'event', id: randomUUID(), type: 'share_back', user_id: user, ts, client_ts: ts, sent_at: null, received_at: now, app_id: 't', content_id: 'c', channel: 'wechat', viewer: '',
+})
+
+/** Every board with its members and stored scores. */
+async function boards(member?: string) {
+  const keys = (await redis.keys('b:*')).sort()
+  const out: Record<string, string[]> = {}
+  for (const k of keys) {
+    const all = await redis.zrange(k, 0, '-1', 'WITHSCORES')
+    out[k] = member ? all.filter((_, i) => (i % 2 ? all[i - 1] : all[i]) === member) : all
+  }
+  return out
+}
+
+describe('board writes are idempotent and order-free', () => {
+  it('replaying, reordering and redelivering board writes leaves every board unchanged', async () => {
+    const write = createBoardWriter(redis)
+    const all: BoardWrite[] = []
+    const events = Array.from({ length: 25 }, (_, i) => ev('A', now - 100_000 + i * 1000))
+    let seq = 1
+    const seqs = new Map<string, number>()
+    for (const e of events) {
+      seqs.set(e.id, seq)
+      const d = await applyUserStep(redis, e, seq++, win)
+      const ws = boardWrites('A', d, tree)
+      all.push(...ws)
+      await write(ws)
+    }
+    const before = await boards()
+    expect(Object.keys(before).length).toBe(2 * 5 * 6) // shares and points × 5 periods × (4 region levels + national + institution)
+
+    // Replay every write again, in reverse and in a shuffled order.
+    await write([...all].reverse())
+    await write([...all].sort(() => Math.random() - 0.5))
+    // The per-key path used on a Redis Cluster, too.
+    await createBoardWriter(redis, { cluster: true })([...all].sort(() => Math.random() - 0.5))
+    expect(await boards()).toEqual(before)
+
+    // A redelivery of any message repeats its decision, never its effect.
+    for (const e of [events[0], events[12], events[24]]) {
+      const d = await applyUserStep(redis, e, seqs.get(e.id)!, win)
+      expect(d.status).toBe('repeat')
+      expect(d.decision).toBe('counted')
+      await write(boardWrites('A', d, tree))
+    }
+    expect(await boards()).toEqual(before)
+  })
+
+  it('a crash between the user step and the board step is repaired by the redelivery, exactly', async () => {
+    const write = createBoardWriter(redis)
+    const ts = [now - 50_000, now - 40_000, now - 30_000]
+    // B: the normal path. C: the same events, but the process dies after C's last user step.
+    let seq = 1000
+    for (const t of ts) await write(boardWrites('B', await applyUserStep(redis, ev('B', t), seq++, win), tree))
+    const c = ts.map((t) => ev('C', t))
+    for (const e of c.slice(0, 2)) await write(boardWrites('C', await applyUserStep(redis, e, seq++, win), tree))
+    const lostSeq = seq++
+    await applyUserStep(redis, c[2], lostSeq, win) // … and the board writes never happen
+    const scoreOf = (b: Record<string, string[]>, k: string) => b[k]?.[1]
+    const key = 'b:s:r430623:a'
+    expect(scoreOf(await boards('C'), key)).not.toEqual(scoreOf(await boards('B'), key))
+    // Redelivery after restart: same seq → repeat → the board writes are issued again.
+    const d = await applyUserStep(redis, c[2], lostSeq, win)
+    expect(d.status).toBe('repeat')
+    await write(boardWrites('C', d, tree))
+    const b = await boards('B')
+    const cc = await boards('C')
+    for (const k of Object.keys(b)) expect(scoreOf(cc, k), k).toEqual(scoreOf(b, k))
+  })
+
+  it('a resend of the same event under a new stream sequence is a duplicate and writes nothing', async () => {
+    const write = createBoardWriter(redis)
+    const e = ev('A', now - 1000)
+    const first = await applyUserStep(redis, e, 5000, win)
+    await write(boardWrites('A', first, tree))
+    const before = await boards()
+    const again = await applyUserStep(redis, { ...e, received_at: now + 2 * 86400_000 }, 5001, win)
+    expect(again).toMatchObject({ status: 'dup', decision: 'duplicate' })
+    expect(boardWrites('A', again, tree)).toEqual([])
+    expect(await boards()).toEqual(before)
+  })
+})
+
+describe('coalesce', () => {
+  it('keeps only the best score per board and user, which is what ZADD LT would keep', async () => {
+    const w = (key: string, member: string, score: number): BoardWrite => ({ key, member, score, period: 'day' })
+    const out = coalesce([w('k1', 'A', -5), w('k1', 'A', -7), w('k1', 'B', -6), w('k2', 'A', -1), w('k1', 'A', -6)])
+    expect(out.sort((a, b) => (a.key + a.member).localeCompare(b.key + b.member))).toEqual([w('k1', 'A', -7), w('k1', 'B', -6), w('k2', 'A', -1)])
+  })
+})

@@ -1,0 +1,52 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { share, startStack, type Stack } from '../test/stack.ts'
+
+let s: Stack
+let key: string
+const TOWN = '430623110' // 插旗镇, 华容县, 岳阳市, 湖南省
+
+beforeAll(async () => {
+  s = await startStack()
+  key = await s.createAppKey()
+})
+afterAll(async () => s?.stop())
+
+const board = async (q: string) => (await s.call('GET', `/v1/leaderboards?${q}`)).json
+
+describe('daily caps', () => {
+  it('counts 300 of 305 share-backs in one day and stores the 5 extra as capped facts', async () => {
+    await s.importUsers([{ id: 'cap1', phone: '13800000001', real_name: '张三', region_code: TOWN, certified_at: '2020-01-01' }])
+    const t = Date.now() - 60_000
+    const events = Array.from({ length: 305 }, (_, i) => share('cap1', t + i))
+    const r = await s.postEvents(key, events)
+    expect(r.status).toBe(202)
+    expect(r.json).toEqual({ accepted: 305, duplicates: 0, rejected: [] })
+    await s.waitForFacts(305)
+    expect(await s.factCount("user_id = 'cap1' AND decision = 'counted'")).toBe(300)
+    expect(await s.factCount("user_id = 'cap1' AND decision = 'capped'")).toBe(5)
+    // Share points only for the first 20.
+    expect(await s.factCount("user_id = 'cap1' AND points = 1")).toBe(20)
+    const me = (await s.call('GET', `/v1/leaderboards/users/cap1?metric=shares&region=${TOWN}&period=day`)).json
+    expect(me).toMatchObject({ rank: 1, score: 300 })
+    const pts = (await s.call('GET', `/v1/leaderboards/users/cap1?metric=points&period=all`)).json
+    expect(pts.score).toBe(20)
+  })
+})
+
+describe('every level at once', () => {
+  it('shows a share counted today on town, county, city, province, national and institution boards for every period', async () => {
+    await s.importUsers([{ id: 'lvl1', phone: '13800000002', real_name: '李四', region_code: TOWN, institution_id: 'inst-hr-1', certified_at: '2020-01-01' }])
+    const r = await s.postEvents(key, [share('lvl1', Date.now() - 1000)])
+    expect(r.status).toBe(202)
+    await s.waitForFacts(306)
+    for (const period of ['day', 'week', 'month', 'year', 'all']) {
+      for (const scope of [`region=${TOWN}`, 'region=430623', 'region=4306', 'region=43', '', 'institution=inst-hr-1']) {
+        const b = await board(`metric=shares&period=${period}&${scope}`)
+        const e = b.entries.find((x: any) => x.user_id === 'lvl1')
+        expect(e, `${period} ${scope}`).toMatchObject({ score: 1, name: '李四', region_code: TOWN, institution_id: 'inst-hr-1' })
+      }
+    }
+    // Not on a neighbouring county's board.
+    expect((await board('metric=shares&period=day&region=430624')).total).toBe(0)
+  })
+})

@@ -1,0 +1,120 @@
+import type { ClickHouseClient } from '@clickhouse/client'
+import type { RejectedEvent, StreamEvent } from '../core/events.ts'
+import { chTime } from '../core/schema.ts'
+import { RULE_VERSION } from '../core/scoring.ts'
+import { isoDay } from '../core/time.ts'
+import type { Decision } from './user-step.ts'
+
+export interface FactRow {
+  event_id: string
+  stream_seq: number
+  type: string
+  user_id: string
+  app_id: string
+  ts: string
+  client_ts: string
+  sent_at: string | null
+  received_at: string
+  day: string
+  decision: string
+  reason: string
+  shares: number
+  points: number
+  streak: number
+  rule_version: number
+  region_code: string
+  institution_id: string
+  content_id: string
+  channel: string
+  viewer: string
+  raw: string
+}
+
+const REASONS: Record<string, string> = {
+  counted: '',
+  capped: 'daily cap reached',
+  duplicate: 'event id already counted',
+  unknown_user: 'user_id is not a known communicator',
+  uncertified: 'event time is before the communicator was certified',
+}
+
+export function eventFact(ev: StreamEvent, seq: number, d: Decision): FactRow {
+  return {
+    event_id: ev.id,
+    stream_seq: seq,
+    type: ev.type,
+    user_id: ev.user_id,
+    app_id: ev.app_id,
+    ts: chTime(ev.ts),
+    client_ts: chTime(ev.client_ts),
+    sent_at: ev.sent_at === null ? null : chTime(ev.sent_at),
+    received_at: chTime(ev.received_at),
+    day: isoDay(ev.ts),
+    decision: d.decision,
+    reason: d.decision === 'capped' ? `daily cap reached for ${ev.type}` : REASONS[d.decision],
+    shares: d.shares,
+    points: d.points,
+    streak: d.streak,
+    rule_version: RULE_VERSION,
+    region_code: d.region_code,
+    institution_id: d.institution_id,
+    content_id: ev.content_id,
+    channel: ev.channel,
+    viewer: ev.viewer,
+    raw: '',
+  }
+}
+
+/** A refused event (or an unreadable stream message) as a fact: the dead-letter record. */
+export function rejectedFact(r: RejectedEvent, seq: number): FactRow {
+  return {
+    event_id: r.id,
+    stream_seq: seq,
+    type: r.type.slice(0, 32),
+    user_id: r.user_id,
+    app_id: r.app_id,
+    ts: chTime(r.received_at),
+    client_ts: chTime(r.received_at),
+    sent_at: null,
+    received_at: chTime(r.received_at),
+    day: isoDay(r.received_at),
+    decision: 'rejected',
+    reason: `${r.code}: ${r.message}`,
+    shares: 0,
+    points: 0,
+    streak: 0,
+    rule_version: RULE_VERSION,
+    region_code: '',
+    institution_id: '',
+    content_id: '',
+    channel: '',
+    viewer: '',
+    raw: r.raw,
+  }
+}
+
+/**
+ * Inserts facts. Rows of redelivered messages may already be stored (a crash between the insert and
+ * the ack): those are looked up and skipped, so a redelivery does not even write a copy.
+ */
+export async function insertFacts(ch: ClickHouseClient, rows: FactRow[], maybeStored: FactRow[]): Promise<number> {
+  let skip = new Set<string>()
+  if (maybeStored.length) {
+    // Narrow by the sorting key (day, user_id) first, then match (event_id, stream_seq) pairs here.
+    const r = await ch.query({
+      query: `SELECT event_id, stream_seq FROM facts
+              WHERE day IN {days:Array(Date)} AND user_id IN {users:Array(String)} AND event_id IN {ids:Array(String)}`,
+      query_params: {
+        days: [...new Set(maybeStored.map((f) => f.day))],
+        users: [...new Set(maybeStored.map((f) => f.user_id))],
+        ids: [...new Set(maybeStored.map((f) => f.event_id))],
+      },
+      format: 'JSONEachRow',
+    })
+    const found = (await r.json()) as { event_id: string; stream_seq: string | number }[]
+    skip = new Set(found.map((f) => `${f.event_id}\u0000${f.stream_seq}`))
+  }
+  const values = skip.size ? rows.filter((f) => !skip.has(`${f.event_id}\u0000${f.stream_seq}`)) : rows
+  if (values.length) await ch.insert({ table: 'facts', values, format: 'JSONEachRow' })
+  return values.length
+}

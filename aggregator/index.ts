@@ -1,0 +1,254 @@
+import { EventEmitter } from 'node:events'
+import type { ClickHouseClient } from '@clickhouse/client'
+import type { ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg } from '@nats-io/jetstream'
+import type { Redis } from 'ioredis'
+import type { Logger } from 'pino'
+import type { Config } from '../core/config.ts'
+import { StreamMessageSchema, type StreamMessage } from '../core/events.ts'
+import { keys } from '../core/keys.ts'
+import type { Metrics } from '../core/metrics.ts'
+import type { RegionTree } from '../core/regions.ts'
+import type { UserStore } from '../core/store/users.ts'
+import { CONSUMER, ensureConsumer, ensureStream } from '../core/stream.ts'
+import { boardWrites, coalesce, createBoardWriter, type BoardWrite } from './boards.ts'
+import { eventFact, insertFacts, rejectedFact, type FactRow } from './facts.ts'
+import { rebuildRedis, redisIsStale } from './rebuild.ts'
+import { applyUserStep, dedupeWindow, defineUserStep } from './user-step.ts'
+
+export interface AggregatorDeps {
+  redis: Redis
+  js: JetStreamClient
+  jsm: JetStreamManager
+  ch: ClickHouseClient
+  users: UserStore
+  tree: RegionTree
+  log: Logger
+  metrics: Metrics
+}
+
+export interface Aggregator {
+  start(): Promise<void>
+  stop(): Promise<void>
+  /** Stops consuming, flushes, rebuilds Redis from the facts, and resumes. */
+  rebuild(): Promise<void>
+  /** 'flushed' (rows: number) after facts are stored and their messages acked. */
+  events: EventEmitter
+}
+
+const MAX_BATCH = 1000
+/**
+ * Messages waiting in this process for the per-user step. Without a bound the consume loop would
+ * pull the whole max_ack_pending window into memory, and what is not stored and acked within
+ * ack_wait would come back as redeliveries: under a backlog most of the work would be repeats.
+ */
+const MAX_QUEUED = 2 * MAX_BATCH
+
+/** Max stream sequence applied to Redis; returns -1 when the key is gone (Redis lost its state). */
+const ADVANCE_SEQ = `local c = redis.call('GET', KEYS[1])
+if not c then return -1 end
+if tonumber(ARGV[1]) > tonumber(c) then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1`
+
+export function createAggregator(config: Config, deps: AggregatorDeps): Aggregator {
+  const { redis, js, jsm, ch, tree, log, metrics } = deps
+  const win = dedupeWindow(config.events.maxAgeMs, config.events.maxFutureMs)
+  const writeBoards = createBoardWriter(redis)
+  const events = new EventEmitter()
+  defineUserStep(redis)
+
+  let messages: ConsumerMessages | null = null
+  let loop: Promise<void> | null = null
+  let pending: JsMsg[] = []
+  let wakePuller: (() => void) | null = null
+  const wake = () => {
+    const w = wakePuller
+    wakePuller = null
+    w?.()
+  }
+  let processing: Promise<void> = Promise.resolve()
+  let scheduled = false
+  let buffer: { msgs: JsMsg[]; rows: FactRow[]; maybeStored: FactRow[] } = { msgs: [], rows: [], maybeStored: [] }
+  let flushTimer: NodeJS.Timeout | null = null
+  let flushing: Promise<void> = Promise.resolve()
+  let lagTimer: NodeJS.Timeout | null = null
+  let redisLost = false
+  let naks = 0
+
+  function decode(m: JsMsg): StreamMessage {
+    let body: unknown
+    try {
+      body = m.json()
+    } catch {
+      body = undefined
+    }
+    const r = StreamMessageSchema.safeParse(body)
+    if (r.success) return r.data
+    return { kind: 'rejected', id: '', user_id: '', type: '', code: 'bad_message', message: 'unreadable stream message', received_at: Date.now(), app_id: '', raw: new TextDecoder().decode(m.data).slice(0, 2048) }
+  }
+
+  /** The chain for one message: decode → per-user step → its board writes and fact row. */
+  async function handle(m: JsMsg): Promise<{ fact: FactRow; writes: BoardWrite[] }> {
+    const msg = decode(m)
+    if (msg.kind === 'rejected') return { fact: rejectedFact(msg, m.seq), writes: [] }
+    const d = await applyUserStep(redis, msg, m.seq, win)
+    metrics.decisions.inc({ type: msg.type, decision: d.decision })
+    if (d.decision === 'duplicate') metrics.eventsDuplicate.inc({ stage: 'aggregator' })
+    return { fact: eventFact(msg, m.seq, d), writes: boardWrites(msg.user_id, d, tree) }
+  }
+
+  async function processBatch(batch: JsMsg[]): Promise<void> {
+    metrics.batchSize.observe(batch.length)
+    let rows: FactRow[]
+    try {
+      const handled = await Promise.all(batch.map(handle))
+      rows = handled.map((h) => h.fact)
+      // Board writes of the whole batch, coalesced: per (board, user) only the best score matters.
+      await writeBoards(coalesce(handled.flatMap((h) => h.writes)))
+      const maxSeq = Math.max(...batch.map((m) => m.seq))
+      const ok = (await redis.eval(ADVANCE_SEQ, 1, keys.seq, maxSeq)) as number
+      if (ok === -1) throw new RedisLostError()
+    } catch (err) {
+      if (err instanceof RedisLostError) redisLost = true
+      naks++
+      log.error({ err: String(err), messages: batch.length }, 'processing failed; messages will be redelivered')
+      const delay = Math.min(5000, 250 * naks)
+      for (const m of batch) m.nak(delay)
+      if (redisLost) void recoverRedis()
+      return
+    }
+    naks = 0
+    buffer.msgs.push(...batch)
+    buffer.rows.push(...rows)
+    batch.forEach((m, i) => m.redelivered && buffer.maybeStored.push(rows[i]))
+    if (buffer.rows.length >= config.facts.batchSize) {
+      // At most one insert in flight and one waiting: the step waits for ClickHouse beyond that.
+      const previous = flushing
+      void flush()
+      await previous
+    } else if (!flushTimer) flushTimer = setTimeout(() => void flush(), config.facts.flushMs)
+  }
+
+  /** Inserts buffered facts, then acks their messages; on failure naks them for redelivery. */
+  function flush(): Promise<void> {
+    flushing = flushing.then(async () => {
+      if (flushTimer) clearTimeout(flushTimer)
+      flushTimer = null
+      const b = buffer
+      buffer = { msgs: [], rows: [], maybeStored: [] }
+      if (!b.msgs.length) return
+      const end = metrics.insertSeconds.startTimer()
+      try {
+        const n = await insertFacts(ch, b.rows, b.maybeStored)
+        end()
+        metrics.insertRows.inc(n)
+        for (const m of b.msgs) m.ack()
+        events.emit('flushed', b.rows.length)
+      } catch (err) {
+        log.error({ err: String(err), rows: b.rows.length }, 'fact insert failed; messages will be redelivered')
+        for (const m of b.msgs) m.nak(2000)
+      }
+    })
+    return flushing
+  }
+
+  function schedule() {
+    if (scheduled) return
+    scheduled = true
+    setImmediate(() => {
+      scheduled = false
+      processing = processing.then(async () => {
+        while (pending.length && !redisLost) {
+          await processBatch(pending.splice(0, MAX_BATCH))
+          if (pending.length < MAX_QUEUED) wake()
+        }
+        wake()
+      })
+    })
+  }
+
+  async function subscribe(): Promise<ConsumerMessages> {
+    const consumer = await js.consumers.get(config.nats.stream, CONSUMER)
+    return consumer.consume({ max_messages: MAX_BATCH })
+  }
+
+  async function consume(ms: ConsumerMessages) {
+    for await (const m of ms) {
+      pending.push(m)
+      schedule()
+      // Back-pressure: stop iterating, and so stop pulling, while enough is queued.
+      if (pending.length >= MAX_QUEUED) await new Promise<void>((r) => (wakePuller = r))
+    }
+  }
+
+  async function drain() {
+    messages?.stop()
+    wake()
+    await loop?.catch(() => {})
+    messages = null
+    loop = null
+    await processing
+    // Anything still pending was never applied: let JetStream redeliver it.
+    for (const m of pending.splice(0)) m.nak()
+    await flush()
+    await flushing
+  }
+
+  async function resume() {
+    messages = await subscribe()
+    loop = consume(messages).catch((err) => log.error({ err: String(err) }, 'consumer stopped'))
+  }
+
+  let recovering: Promise<void> | null = null
+  function recoverRedis(): Promise<void> {
+    recovering ??= (async () => {
+      log.warn('Redis lost its state: rebuilding from ClickHouse facts before counting resumes')
+      await drain()
+      await rebuildRedis({ redis, ch, users: deps.users, tree, win, log })
+      redisLost = false
+      await resume()
+    })().finally(() => (recovering = null))
+    return recovering
+  }
+
+  async function updateLag() {
+    try {
+      const info = await jsm.consumers.info(config.nats.stream, CONSUMER)
+      metrics.consumerLag.set(info.num_pending + info.num_ack_pending)
+    } catch {
+      /* NATS unavailable: the gauge keeps its last value */
+    }
+  }
+
+  return {
+    events,
+    async start() {
+      await ensureStream(jsm, config.nats)
+      await ensureConsumer(jsm, config.nats.stream)
+      const stale = await redisIsStale(redis, ch)
+      if (stale) {
+        log.warn({ reason: stale }, 'Redis is empty or stale: rebuilding from ClickHouse facts before counting')
+        await rebuildRedis({ redis, ch, users: deps.users, tree, win, log })
+      }
+      await resume()
+      lagTimer = setInterval(() => void updateLag(), 5000)
+      lagTimer.unref()
+      log.info({ stream: config.nats.stream, dedupeBuckets: win.buckets }, 'aggregator consuming')
+    },
+    async stop() {
+      if (lagTimer) clearInterval(lagTimer)
+      await recovering
+      await drain()
+    },
+    async rebuild() {
+      await drain()
+      await rebuildRedis({ redis, ch, users: deps.users, tree, win, log })
+      await resume()
+    },
+  }
+}
+
+class RedisLostError extends Error {
+  constructor() {
+    super('Redis lost its state (m:seq is gone)')
+  }
+}

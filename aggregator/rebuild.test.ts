@@ -1,0 +1,118 @@
+import { randomUUID } from 'node:crypto'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { share, startStack, type Stack } from '../test/stack.ts'
+
+let s: Stack
+let key: string
+const now = Date.now()
+
+/** Every derived key in Redis with its value (TTLs aside), binary-safe. */
+async function dumpState(): Promise<Record<string, unknown>> {
+  const r = s.deps.redis
+  const out: Record<string, unknown> = {}
+  for (const match of ['u:*', 'b:*', 'm:*']) {
+    let cursor = '0'
+    do {
+      const [next, keys] = await r.scan(cursor, 'MATCH', match, 'COUNT', 1000)
+      cursor = next
+      for (const k of keys) {
+        const type = await r.type(k)
+        if (type === 'hash') {
+          const h = await r.hgetallBuffer(k)
+          out[k] = Object.fromEntries(Object.entries(h).map(([f, v]) => [Buffer.from(f, 'binary').toString('hex'), v.toString()]).sort())
+        } else if (type === 'zset') out[k] = await r.zrange(k, 0, '-1', 'WITHSCORES')
+        else out[k] = await r.get(k)
+      }
+    } while (cursor !== '0')
+  }
+  return Object.fromEntries(Object.entries(out).sort(([a], [b]) => a.localeCompare(b)))
+}
+
+async function sendAndWait(events: unknown[]) {
+  const facts = await s.factCount()
+  const r = await s.postEvents(key, events)
+  expect(r.status).toBe(202)
+  await s.waitForFacts(facts + r.json.accepted)
+}
+
+beforeAll(async () => {
+  s = await startStack()
+  key = await s.createAppKey()
+  await s.importUsers([
+    { id: 'r1', phone: '13600000001', real_name: '甲', region_code: '430623110', institution_id: 'inst-a', certified_at: '2020-01-01' },
+    { id: 'r2', phone: '13600000002', real_name: '乙', region_code: '430623101', certified_at: '2020-01-01' },
+    { id: 'r3', phone: '13600000003', real_name: '丙', region_code: '110101001', institution_id: 'inst-b', certified_at: '2020-01-01' },
+    // Certified only from now on: earlier events of hers do not count.
+    { id: 'r4', phone: '13600000004', real_name: '丁', region_code: '430623110', certified_at: now - 3600_000 },
+  ])
+  const y = now - 86400_000 // yesterday: a sign-in streak
+  const events: unknown[] = []
+  for (let i = 0; i < 305; i++) events.push(share('r1', now - 10_000 + i))
+  for (let i = 0; i < 12; i++) events.push({ id: randomUUID(), type: 'read', user_id: 'r2', ts: now - 5000 + i, content_id: `c${i}` })
+  events.push({ id: randomUUID(), type: 'signin', user_id: 'r2', ts: y }, { id: randomUUID(), type: 'signin', user_id: 'r2', ts: now - 100 })
+  events.push({ id: randomUUID(), type: 'signin', user_id: 'r2', ts: now - 50 }) // capped: once a day
+  for (let i = 0; i < 25; i++) events.push({ id: randomUUID(), type: 'share_view', user_id: 'r3', ts: now - 9000 + i, content_id: 'c1', viewer: `v${i}` })
+  for (let i = 0; i < 4; i++) events.push({ id: randomUUID(), type: 'post', user_id: 'r3', ts: y + i })
+  events.push(share('r3', y), share('r3', now - 1), share('r4', now - 7200_000), share('r4', now - 1), share('nobody', now - 1))
+  // Two batches: ingest takes at most 1,000 events a request anyway.
+  await sendAndWait(events.slice(0, 200))
+  await sendAndWait(events.slice(200))
+})
+afterAll(async () => s?.stop())
+
+describe('rebuild from facts', () => {
+  it('the workload is what the rules say', async () => {
+    const r = (q: string) => s.call('GET', q).then((x) => x.json)
+    expect((await r('/v1/leaderboards/users/r1?metric=shares&period=day')).score).toBe(300)
+    expect((await r('/v1/leaderboards/users/r2?metric=points&period=day')).score).toBe(10 + 3) // 10 reads + sign-in on day 2 of a streak
+    expect((await r('/v1/leaderboards/users/r2?metric=points&period=all')).score).toBe(10 + 2 + 3)
+    expect((await r('/v1/leaderboards/users/r3?metric=points&period=all')).score).toBe(20 + 9 + 2) // 20 views, 3 posts, 2 shares
+    expect((await r('/v1/leaderboards/users/r4?metric=shares&period=all')).score).toBe(1)
+    expect(await s.factCount("decision = 'uncertified'")).toBe(1)
+  })
+
+  it('flushing Redis and rebuilding from ClickHouse gives back exactly the same state', async () => {
+    const live = await dumpState()
+    expect(Object.keys(live).length).toBeGreaterThan(50)
+    await s.deps.redis.flushall()
+    expect(await dumpState()).toEqual({})
+    await s.service.aggregator!.rebuild()
+    expect(await dumpState()).toEqual(live)
+  })
+
+  it('a Redis that comes back empty is detected at start and rebuilt before counting resumes', async () => {
+    const live = await dumpState()
+    await s.service.stop()
+    await s.deps.redis.flushall()
+    await s.restart()
+    expect(await dumpState()).toEqual(live)
+  })
+
+  it('a Redis restored from an older snapshot is detected as stale and rebuilt', async () => {
+    const r = s.deps.redis
+    // Take a snapshot (DUMP of every key), then count more.
+    const keys: string[] = []
+    for (const m of ['u:*', 'b:*', 'm:*']) keys.push(...(await r.keys(m)))
+    const old = await Promise.all(keys.map(async (k) => [k, await r.dumpBuffer(k)] as const))
+    await sendAndWait([share('r2', now - 2), share('r2', now - 3), share('r3', now - 4)])
+    const live = await dumpState()
+    // The service stops; Redis comes back with the old snapshot.
+    await s.service.stop()
+    await r.flushall()
+    for (const [k, v] of old) await r.restore(k, 0, v!)
+    expect(await dumpState()).not.toEqual(live)
+    await s.restart()
+    expect(await dumpState()).toEqual(live)
+    expect((await s.call('GET', '/v1/leaderboards/users/r2?metric=shares&period=day')).json.score).toBe(2)
+  })
+
+  it('a Redis that loses its state while running is noticed and rebuilt, losing nothing', async () => {
+    const before = (await s.call('GET', '/v1/leaderboards/users/r3?metric=shares&period=all')).json.score
+    await s.deps.redis.flushall()
+    const facts = await s.factCount()
+    const r = await s.postEvents(key, [share('r3', now - 5)])
+    expect(r.status).toBe(202)
+    await s.waitForFacts(facts + 1)
+    expect((await s.call('GET', '/v1/leaderboards/users/r3?metric=shares&period=all')).json.score).toBe(before + 1)
+  })
+})

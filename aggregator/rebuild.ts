@@ -1,0 +1,202 @@
+import type { ClickHouseClient } from '@clickhouse/client'
+import type { Redis } from 'ioredis'
+import type { Logger } from 'pino'
+import { cacheUsers, DERIVED_PATTERNS, keys } from '../core/keys.ts'
+import type { RegionTree } from '../core/regions.ts'
+import { boardKey, PERIOD_TTL_S, packScore, scopesOf, type Metric } from '../core/scoring.ts'
+import type { User, UserStore } from '../core/store/users.ts'
+import { compactDay, isoDay, PERIODS, periodRange, type Period } from '../core/time.ts'
+import { fingerprint, type DedupeWindow } from './user-step.ts'
+
+/**
+ * Redis holds only derived state; ClickHouse facts are the record. This rebuilds every derived key
+ * (user totals, caps counters, streaks, dedupe buckets, boards, the applied-sequence mark) from the
+ * facts and the communicators from the durable store, producing the same keys and values as live
+ * counting does.
+ */
+
+/** Why Redis cannot be trusted, or null. Redis is stale when it has applied fewer stream messages than ClickHouse holds facts for. */
+export async function redisIsStale(redis: Redis, ch: ClickHouseClient): Promise<string | null> {
+  const [mark, chMax] = await Promise.all([redis.get(keys.seq), maxFactSeq(ch)])
+  if (mark === null) return 'empty: no applied-sequence mark'
+  if (Number(mark) < chMax) return `stale: Redis applied up to ${mark}, facts go to ${chMax}`
+  return null
+}
+
+async function maxFactSeq(ch: ClickHouseClient): Promise<number> {
+  const r = await ch.query({ query: 'SELECT max(stream_seq) AS m FROM facts', format: 'JSONEachRow' })
+  const rows = (await r.json()) as { m: string | number }[]
+  return Number(rows[0]?.m ?? 0)
+}
+
+async function rows<T>(ch: ClickHouseClient, query: string, params: Record<string, unknown> = {}): Promise<T[]> {
+  const r = await ch.query({ query, query_params: params, format: 'JSONEachRow' })
+  return (await r.json()) as T[]
+}
+
+async function deleteDerived(redis: Redis): Promise<number> {
+  let n = 0
+  for (const match of DERIVED_PATTERNS) {
+    let cursor = '0'
+    do {
+      const [next, found] = await redis.scan(cursor, 'MATCH', match, 'COUNT', 1000)
+      cursor = next
+      if (found.length) n += await redis.unlink(...found)
+    } while (cursor !== '0')
+  }
+  return n
+}
+
+class Writer {
+  private p: ReturnType<Redis['pipeline']>
+  private n = 0
+  written = 0
+  constructor(private redis: Redis) {
+    this.p = redis.pipeline()
+  }
+  add(f: (p: ReturnType<Redis['pipeline']>) => void) {
+    f(this.p)
+    if (++this.n >= 5000) return this.flush()
+  }
+  async flush() {
+    if (!this.n) return
+    const res = await this.p.exec()
+    for (const [err] of res ?? []) if (err) throw err
+    this.written += this.n
+    this.p = this.redis.pipeline()
+    this.n = 0
+  }
+}
+
+const PERIOD_KEY_SQL: Record<Period, string> = {
+  day: "concat('d', formatDateTime(day, '%Y%m%d'))",
+  week: "concat('w', formatDateTime(toMonday(day), '%Y%m%d'))",
+  month: "concat('m', formatDateTime(day, '%Y%m'))",
+  year: "concat('y', toString(toYear(day)))",
+  all: "'a'",
+}
+
+export async function rebuildRedis(deps: {
+  redis: Redis
+  ch: ClickHouseClient
+  users: UserStore
+  tree: RegionTree
+  win: DedupeWindow
+  log: Logger
+}): Promise<void> {
+  const { redis, ch, tree, win, log } = deps
+  const t0 = Date.now()
+  const deleted = await deleteDerived(redis)
+  log.info({ deleted }, 'rebuild: derived keys deleted')
+
+  // 1. Communicators, from the durable store.
+  let batch: User[] = []
+  let users = 0
+  for await (const u of deps.users.all()) {
+    batch.push(u)
+    if (batch.length >= 1000) {
+      await cacheUsers(redis, batch)
+      users += batch.length
+      batch = []
+    }
+  }
+  await cacheUsers(redis, batch)
+  users += batch.length
+  log.info({ users }, 'rebuild: communicators cached')
+
+  const now = Date.now()
+  const w = new Writer(redis)
+  // 2. Each user's totals per period, and the boards from them.
+  for (const period of PERIODS) {
+    const ttl = PERIOD_TTL_S[period]
+    const minDay = ttl ? isoDay(now - ttl * 1000 - 366 * 86400_000) : '1970-01-01'
+    const list = await rows<{ user_id: string; pk: string; s: string; sr: string; p: string; pr: string; region: string; inst: string }>(
+      ch,
+      `SELECT user_id, ${PERIOD_KEY_SQL[period]} AS pk,
+              sum(shares) AS s, maxIf(toUnixTimestamp64Milli(ts), shares > 0) AS sr,
+              sum(points) AS p, maxIf(toUnixTimestamp64Milli(ts), points > 0) AS pr,
+              argMax(region_code, stream_seq) AS region, argMax(institution_id, stream_seq) AS inst
+       FROM facts FINAL WHERE decision = 'counted' AND day >= {minDay:Date}
+       GROUP BY user_id, pk`,
+      { minDay },
+    )
+    for (const r of list) {
+      const anyTs = Number(r.sr) || Number(r.pr)
+      const range = periodRange(period, anyTs)
+      if (ttl && range.startMs + ttl * 1000 < now) continue // live state of that period has expired too
+      const key = keys.period(r.user_id, range.key)
+      const fields: Record<string, string> = {}
+      if (Number(r.s) > 0) Object.assign(fields, { s: r.s, sr: r.sr })
+      if (Number(r.p) > 0) Object.assign(fields, { p: r.p, pr: r.pr })
+      if (!Object.keys(fields).length) continue
+      await w.add((p) => {
+        p.hset(key, fields)
+        if (ttl) p.expire(key, ttl)
+      })
+      const lineage = tree.lineage(r.region).map((x) => x.code)
+      const scopes = scopesOf(lineage.length ? lineage : [r.region], r.inst)
+      for (const [metric, count, at] of [['shares', r.s, r.sr], ['points', r.p, r.pr]] as [Metric, string, string][]) {
+        if (!(Number(count) > 0)) continue
+        const score = packScore(period, range.startMs, Number(count), Number(at))
+        for (const s of scopes) {
+          const bk = boardKey(metric, s, range.key)
+          await w.add((p) => {
+            p.zadd(bk, 'LT', score, r.user_id)
+            if (ttl) p.expire(bk, ttl, 'NX')
+          })
+        }
+      }
+    }
+    log.info({ period, rows: list.length }, 'rebuild: totals and boards written')
+  }
+
+  // 3. Caps counters and sign-in streaks of recent days.
+  const dayTtl = PERIOD_TTL_S.day!
+  const caps = await rows<{ user_id: string; d: string; type: string; n: string; ss: string }>(
+    ch,
+    `SELECT user_id, formatDateTime(day, '%Y%m%d') AS d, type, count() AS n, max(streak) AS ss
+     FROM facts FINAL WHERE decision = 'counted' AND day >= today() - {days:UInt32}
+     GROUP BY user_id, d, type`,
+    { days: Math.ceil(dayTtl / 86400) },
+  )
+  for (const c of caps) {
+    const key = keys.period(c.user_id, 'd' + c.d)
+    await w.add((p) => {
+      p.hset(key, `n:${c.type}`, c.n)
+      if (c.type === 'signin') p.hset(key, 'ss', c.ss)
+      p.expire(key, dayTtl)
+    })
+  }
+  log.info({ rows: caps.length }, 'rebuild: caps counters written')
+
+  // 4. Dedupe buckets of the accepted age window, with each event's recorded decision.
+  const codes: Record<string, string> = { counted: 'c', capped: 'x', unknown_user: 'u', uncertified: 'n' }
+  let dedupe = 0
+  for (let i = 0; i < win.buckets; i++) {
+    const day = compactDay(now - i * 86400_000)
+    const list = await rows<{ event_id: string; stream_seq: string; user_id: string; decision: string; points: string; streak: string }>(
+      ch,
+      `SELECT event_id, stream_seq, user_id, decision, points, streak FROM facts FINAL
+       WHERE decision IN ('counted', 'capped', 'unknown_user', 'uncertified')
+         AND formatDateTime(received_at, '%Y%m%d') = {day:String}
+         AND day BETWEEN {lo:Date} AND {hi:Date}`,
+      { day, lo: isoDay(now - (i + win.buckets + 1) * 86400_000), hi: isoDay(now - (i - 1) * 86400_000) },
+    )
+    for (const f of list) {
+      const key = keys.dedupe(f.user_id, day)
+      const value = `${f.stream_seq}:${codes[f.decision]}${f.decision === 'counted' ? f.points : 0}:${f.decision === 'counted' ? f.streak : 0}`
+      await w.add((p) => {
+        p.hset(key, fingerprint(f.event_id), value)
+        p.expire(key, win.ttlSeconds)
+      })
+    }
+    dedupe += list.length
+  }
+  log.info({ entries: dedupe }, 'rebuild: dedupe buckets written')
+
+  // 5. The applied-sequence mark: counting resumes after the last fact.
+  const mark = await maxFactSeq(ch)
+  await w.add((p) => p.set(keys.seq, String(mark)))
+  await w.flush()
+  log.info({ ms: Date.now() - t0, writes: w.written, mark }, 'rebuild: done')
+}

@@ -1,0 +1,123 @@
+import { createHash } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import type { Redis, Result } from 'ioredis'
+import type { StreamEvent } from '../core/events.ts'
+import { keys } from '../core/keys.ts'
+import { PERIOD_TTL_S, RULES, SIGNIN_MAX_BONUS } from '../core/scoring.ts'
+import { compactDay, DAY_MS, PERIODS, periodRange, type Period } from '../core/time.ts'
+
+const SCRIPT = readFileSync(new URL('./user-step.lua', import.meta.url), 'utf8')
+
+export type DecisionCode = 'counted' | 'capped' | 'unknown_user' | 'uncertified' | 'duplicate'
+const CODES: Record<string, DecisionCode> = { c: 'counted', x: 'capped', u: 'unknown_user', n: 'uncertified' }
+
+export interface PeriodTotals {
+  period: Period
+  key: string
+  startMs: number
+  shares: { count: number; reachedAt: number } | null
+  points: { count: number; reachedAt: number } | null
+}
+
+export interface Decision {
+  /** new: first time; repeat: a redelivery of the same message (same decision, no new effect). */
+  status: 'new' | 'repeat' | 'dup'
+  decision: DecisionCode
+  points: number
+  shares: number
+  streak: number
+  region_code: string
+  institution_id: string
+  /** The user's absolute totals after this event, for the board writes (counted events only). */
+  totals: PeriodTotals[]
+}
+
+export interface DedupeWindow {
+  /** How many daily buckets (by receive day) a lookup checks: covers the accepted age window. */
+  buckets: number
+  ttlSeconds: number
+}
+
+/** Buckets must cover the widest gap between two acceptances of one event: max age + max future. */
+export function dedupeWindow(maxAgeMs: number, maxFutureMs: number): DedupeWindow {
+  const buckets = Math.ceil((maxAgeMs + maxFutureMs) / DAY_MS) + 1
+  return { buckets, ttlSeconds: (buckets + 1) * 86400 }
+}
+
+/** 64-bit fingerprint of an event id: the dedupe field (8 bytes instead of the id). */
+export function fingerprint(id: string): Buffer {
+  return createHash('sha1').update(id).digest().subarray(0, 8)
+}
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    userStep(...args: (string | Buffer | number)[]): Result<string[], Context>
+  }
+}
+
+export function defineUserStep(redis: Redis): void {
+  if (!(redis as unknown as { userStep?: unknown }).userStep) redis.defineCommand('userStep', { lua: SCRIPT })
+}
+
+/** Keys and arguments of the per-user step, exported for the benchmark's raw ceiling. */
+export function userStepArgs(ev: StreamEvent, seq: number, win: DedupeWindow): (string | Buffer | number)[] {
+  const ranges = PERIODS.map((p) => periodRange(p, ev.ts))
+  const dayStart = ranges[0].startMs
+  const k: string[] = [keys.info(ev.user_id)]
+  for (const r of ranges) k.push(keys.period(ev.user_id, r.key))
+  k.push(keys.period(ev.user_id, 'd' + compactDay(dayStart - DAY_MS)))
+  for (let i = 0; i < win.buckets; i++) k.push(keys.dedupe(ev.user_id, compactDay(ev.received_at - i * DAY_MS)))
+  const rule = RULES[ev.type]
+  return [
+    k.length,
+    ...k,
+    fingerprint(ev.id),
+    String(seq),
+    ev.type,
+    ev.ts,
+    rule.limit,
+    rule.pointsLimit,
+    rule.points,
+    rule.shares,
+    ev.type === 'signin' ? '1' : '0',
+    SIGNIN_MAX_BONUS,
+    win.ttlSeconds,
+    ...PERIODS.map((p) => PERIOD_TTL_S[p] ?? 0),
+    win.buckets,
+  ]
+}
+
+export async function applyUserStep(redis: Redis, ev: StreamEvent, seq: number, win: DedupeWindow): Promise<Decision> {
+  const r = await redis.userStep(...userStepArgs(ev, seq, win))
+  return parseReply(r, ev)
+}
+
+function parseReply(r: string[], ev: StreamEvent): Decision {
+  const [status, code, pts, streak, region, inst] = r
+  const decision: DecisionCode = status === 'dup' ? 'duplicate' : CODES[code]
+  const counted = decision === 'counted'
+  const totals: PeriodTotals[] = []
+  if (counted) {
+    PERIODS.forEach((p, i) => {
+      const [s, sr, pp, pr] = r.slice(6 + i * 4, 10 + i * 4)
+      const range = periodRange(p, ev.ts)
+      totals.push({
+        period: p,
+        key: range.key,
+        startMs: range.startMs,
+        shares: s ? { count: Number(s), reachedAt: Number(sr) } : null,
+        points: pp ? { count: Number(pp), reachedAt: Number(pr) } : null,
+      })
+    })
+  }
+  return {
+    status: status as Decision['status'],
+    decision,
+    points: counted ? Number(pts) : 0,
+    shares: counted ? RULES[ev.type].shares : 0,
+    streak: counted ? Number(streak) : 0,
+    region_code: region,
+    institution_id: inst,
+    totals,
+  }
+}

@@ -1,0 +1,156 @@
+import { randomUUID } from 'node:crypto'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { startNats } from '../core/local-services.ts'
+import { ADMIN, share, startStack, type Stack } from '../test/stack.ts'
+
+let s: Stack
+let key: string
+const TOWN = '430623110'
+
+beforeAll(async () => {
+  s = await startStack({ INGEST_MAX_BACKLOG: '50' })
+  key = await s.createAppKey()
+  await s.importUsers([{ id: 'in1', phone: '13900000001', real_name: '王五', region_code: TOWN, certified_at: '2020-01-01' }])
+})
+afterAll(async () => s?.stop())
+
+const nationalTotal = async () => (await s.call('GET', '/v1/leaderboards?metric=shares&period=all')).json.total as number
+const send = (body: string, type = 'application/json', token: string | null = key) => s.call('POST', '/v1/events', { token, body, type })
+
+describe('POST /v1/events — happy path', () => {
+  it('accepts JSON and NDJSON, answering 202 with counts', async () => {
+    const r = await s.postEvents(key, [share('in1', Date.now())])
+    expect(r).toMatchObject({ status: 202, json: { accepted: 1, duplicates: 0, rejected: [] } })
+    const nd = await send([share('in1', Date.now()), share('in1', Date.now())].map((e) => JSON.stringify(e)).join('\n') + '\n', 'application/x-ndjson')
+    expect(nd.status).toBe(202)
+    expect(nd.json.accepted).toBe(2)
+    await s.waitForFacts(3)
+    expect((await s.call('GET', '/v1/leaderboards/users/in1?period=all')).json.score).toBe(3)
+  })
+})
+
+describe('POST /v1/events — bad input changes nothing', () => {
+  it('answers each kind of bad input with its documented status and counts nothing', async () => {
+    const before = (await s.call('GET', '/v1/leaderboards/users/in1?period=all')).json.score
+    const facts = await s.factCount()
+
+    // 400: the body as a whole is unreadable.
+    const bad = await send('{"events": [')
+    expect(bad.status).toBe(400)
+    expect(bad.json.error).toMatchObject({ code: 'invalid_json', request_id: expect.any(String) })
+    expect((await send('{"nope": 1}')).status).toBe(400)
+
+    // 401: missing, wrong, or not an app key.
+    expect((await send(JSON.stringify({ events: [share('in1', Date.now())] }), 'application/json', null)).status).toBe(401)
+    expect((await send(JSON.stringify({ events: [share('in1', Date.now())] }), 'application/json', 'kpk_wrong')).status).toBe(401)
+    expect((await send(JSON.stringify({ events: [share('in1', Date.now())] }), 'application/json', ADMIN)).status).toBe(401)
+
+    // 413: more than 1,000 events, or more than 1 MiB.
+    const many = Array.from({ length: 1001 }, () => share('in1', Date.now()))
+    const tooMany = await send(JSON.stringify({ events: many }))
+    expect(tooMany.status).toBe(413)
+    expect(tooMany.json.error.code).toBe('too_many_events')
+    const big = await send(JSON.stringify({ events: [{ ...share('in1', Date.now()), content_id: 'x'.repeat(1_100_000) }] }))
+    expect(big.status).toBe(413)
+
+    // 202 with per-event rejections: wrong types, unknown types, missing fields, bad times.
+    const now = Date.now()
+    const mixed = await s.postEvents(key, [
+      { ...share('in1', now), ts: 'yesterday' },
+      { ...share('in1', now), type: 'teleport' },
+      { ...share('in1', now), channel: undefined },
+      { ...share('in1', now), user_id: 42 },
+      'not an object',
+      { ...share('in1', now - 80 * 3600_000) },
+      { ...share('in1', now + 3600_000) },
+    ])
+    expect(mixed.status).toBe(202)
+    expect(mixed.json.accepted).toBe(0)
+    expect(mixed.json.rejected.map((r: { index: number; code: string }) => [r.index, r.code])).toEqual([
+      [0, 'invalid_event'],
+      [1, 'unknown_type'],
+      [2, 'invalid_event'],
+      [3, 'invalid_event'],
+      [4, 'invalid_event'],
+      [5, 'too_old'],
+      [6, 'in_future'],
+    ])
+    // Refused events are kept as facts with their reason (the dead-letter path), and count nowhere.
+    await s.waitForFacts(facts + 7)
+    expect(await s.factCount("decision = 'rejected' AND reason LIKE 'unknown_type%'")).toBe(1)
+    expect(await s.factCount("decision = 'counted'")).toBe(facts)
+    expect((await s.call('GET', '/v1/leaderboards/users/in1?period=all')).json.score).toBe(before)
+
+    // Still serving.
+    expect((await s.call('GET', '/healthz', { token: null })).status).toBe(200)
+    expect((await s.postEvents(key, [share('in1', Date.now())])).status).toBe(202)
+  })
+
+  it('keeps a bad NDJSON line to itself', async () => {
+    const r = await send(`${JSON.stringify(share('in1', Date.now()))}\n{oops\n`, 'application/x-ndjson')
+    expect(r.status).toBe(202)
+    expect(r.json.accepted).toBe(1)
+    expect(r.json.rejected).toEqual([{ index: 1, id: null, code: 'invalid_event', message: 'line is not valid JSON' }])
+  })
+
+  it('counts an unknown user nowhere but keeps the fact', async () => {
+    const facts = await s.factCount()
+    const r = await s.postEvents(key, [share('ghost', Date.now())])
+    expect(r.json.accepted).toBe(1)
+    await s.waitForFacts(facts + 1)
+    expect(await s.factCount("user_id = 'ghost' AND decision = 'unknown_user'")).toBe(1)
+    expect((await s.call('GET', '/v1/leaderboards/users/ghost?period=all')).status).toBe(404)
+  })
+})
+
+describe('POST /v1/events — back-pressure', () => {
+  it('answers 429 with Retry-After while counting is too far behind, and 202 once it caught up', async () => {
+    const agg = s.service.aggregator!
+    await agg.stop() // counting stops; the stream holds what arrives
+    const facts = await s.factCount()
+    expect((await s.postEvents(key, Array.from({ length: 60 }, () => share('in1', Date.now())))).status).toBe(202)
+    const deadline = Date.now() + 10_000
+    let r = await s.postEvents(key, [share('in1', Date.now())])
+    while (r.status === 202 && Date.now() < deadline) {
+      await new Promise((res) => setTimeout(res, 200)) // the backlog is read once a second
+      r = await s.postEvents(key, [share('in1', Date.now())])
+    }
+    expect(r.status).toBe(429)
+    expect(r.json.error.code).toBe('backlog')
+    await agg.start()
+    await s.waitForFacts(facts + 61)
+    const until = Date.now() + 10_000
+    let ok = await s.postEvents(key, [share('in1', Date.now())])
+    while (ok.status === 429 && Date.now() < until) {
+      await new Promise((res) => setTimeout(res, 200))
+      ok = await s.postEvents(key, [share('in1', Date.now())])
+    }
+    expect(ok.status).toBe(202)
+  })
+})
+
+describe('POST /v1/events — NATS down', () => {
+  it('answers 503 with Retry-After while NATS is down, and accepts again once it is back', async () => {
+    const port = Number(new URL(s.natsServer.url).port)
+    await s.natsServer.stop()
+    const r = await s.postEvents(key, [share('in1', Date.now())])
+    expect(r.status).toBe(503)
+    const raw = await s.call('POST', '/v1/events', { token: key, body: { events: [share('in1', Date.now())] } })
+    expect(raw.headers.get('retry-after')).toMatch(/^\d+$/)
+    expect(raw.json.error.code).toBe('unavailable')
+    const ready = await s.call('GET', '/readyz', { token: null })
+    expect(ready.status).toBe(503)
+    expect(ready.json.down).toContain('nats')
+
+    // Bring the same server back (same data dir and port); the client reconnects.
+    const back = await startNats(s.dir, port)
+    Object.assign(s.natsServer, back)
+    const deadline = Date.now() + 20_000
+    let status = 0
+    while (Date.now() < deadline && status !== 202) {
+      status = (await s.postEvents(key, [share('in1', Date.now(), { id: randomUUID() })])).status
+      if (status !== 202) await new Promise((r) => s.deps.nc.status()[Symbol.asyncIterator]().next().then(r, r))
+    }
+    expect(status).toBe(202)
+  })
+})
