@@ -1,0 +1,41 @@
+import type { Context, MiddlewareHandler } from 'hono'
+import { bodyLimit } from 'hono/body-limit'
+import { ApiError } from '../../../core/errors.ts'
+
+/**
+ * Hono's bodyLimit, answering 413 in our error envelope. Before answering it reads and discards
+ * the rest of an oversize body (up to 16 MiB), so that an HTTP client still writing its body gets
+ * the 413 instead of a reset connection; anything larger is cut off.
+ */
+const DRAIN_MAX = 16 * 1024 * 1024
+
+async function drain(c: Context) {
+  const body = c.req.raw.body
+  if (!body || c.req.raw.bodyUsed) return
+  const reader = body.getReader()
+  let n = 0
+  try {
+    for (;;) {
+      const { done, value } = await reader.read()
+      if (done) return
+      n += value.byteLength
+      if (n > DRAIN_MAX) {
+        c.header('Connection', 'close')
+        await reader.cancel()
+        return
+      }
+    }
+  } catch {
+    /* client went away */
+  }
+}
+
+export function limitBody(maxSize: number, label: string): MiddlewareHandler {
+  return bodyLimit({
+    maxSize,
+    onError: async (c) => {
+      await drain(c)
+      throw new ApiError(413, 'payload_too_large', `body exceeds ${label}`)
+    },
+  })
+}

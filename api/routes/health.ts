@@ -1,0 +1,44 @@
+import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi'
+import type { Deps } from '../../core/deps.ts'
+import type { AuthEnv } from '../middleware/auth/index.ts'
+
+const within = <T>(p: Promise<T>, ms: number) =>
+  Promise.race([p, new Promise<never>((_, rej) => setTimeout(() => rej(new Error('timeout')), ms).unref())])
+
+/** Liveness, readiness (naming the dependency that is down) and Prometheus metrics. Public. */
+export function mountHealth(app: OpenAPIHono<AuthEnv>, deps: Pick<Deps, 'nc' | 'redis' | 'ch' | 'metrics'>) {
+  app.openapi(
+    createRoute({ method: 'get', path: '/healthz', summary: 'The process lives', responses: { 200: { description: 'OK', content: { 'application/json': { schema: z.object({ status: z.literal('ok') }) } } } } }),
+    (c) => c.json({ status: 'ok' as const }, 200),
+  )
+  const Ready = z.object({ status: z.enum(['ready', 'unavailable']), down: z.array(z.string()) })
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/readyz',
+      summary: 'Ready when NATS, Redis and ClickHouse all answer',
+      responses: {
+        200: { description: 'Ready', content: { 'application/json': { schema: Ready } } },
+        503: { description: 'A dependency is down (named)', content: { 'application/json': { schema: Ready } } },
+      },
+    }),
+    async (c) => {
+      const checks: [string, () => Promise<unknown>][] = [
+        ['nats', () => deps.nc.flush()],
+        ['redis', () => deps.redis.ping()],
+        ['clickhouse', async () => (await deps.ch.query({ query: 'SELECT 1', format: 'JSONEachRow' })).json()],
+      ]
+      const results = await Promise.allSettled(checks.map(([, f]) => within(f(), 1500)))
+      const down = checks.filter((_, i) => results[i].status === 'rejected').map(([n]) => n)
+      if (down.length) {
+        c.header('Retry-After', '2')
+        return c.json({ status: 'unavailable' as const, down }, 503)
+      }
+      return c.json({ status: 'ready' as const, down }, 200)
+    },
+  )
+  app.get('/metrics', async (c) => {
+    c.header('content-type', deps.metrics.registry.contentType)
+    return c.body(await deps.metrics.registry.metrics())
+  })
+}

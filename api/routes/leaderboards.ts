@@ -1,0 +1,204 @@
+import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi'
+import type { Redis } from 'ioredis'
+import { badRequest, forbidden, notFound } from '../../core/errors.ts'
+import { readInfos } from '../../core/keys.ts'
+import type { RegionTree } from '../../core/regions.ts'
+import { boardKey, unpackScore, type BoardScope, type Metric } from '../../core/scoring.ts'
+import type { UserStore } from '../../core/store/users.ts'
+import { parseDay, periodRange, PERIODS, shanghaiIso, type Period, type PeriodRange } from '../../core/time.ts'
+import type { AuthEnv, Principal } from '../middleware/auth/index.ts'
+import { coversUser, mustRead, type Target } from '../middleware/scope/index.ts'
+import { errorResponses } from '../schemas.ts'
+
+export interface LeaderboardDeps {
+  redis: Redis
+  tree: RegionTree
+  users: UserStore
+}
+
+const Entry = z.object({
+  rank: z.number().int(),
+  user_id: z.string(),
+  name: z.string(),
+  institution_id: z.string().nullable(),
+  region_code: z.string().nullable(),
+  score: z.number().int(),
+  reached_at: z.string(),
+})
+
+const BoardQuery = z.object({
+  metric: z.enum(['shares', 'points']).default('shares'),
+  region: z.string().regex(/^(\d{2}|\d{4}|\d{6}|\d{9})$/, 'must be a GB/T 2260 code of 2, 4, 6 or 9 digits').optional(),
+  institution: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/).optional(),
+  period: z.enum(PERIODS as [Period, ...Period[]]).default('day'),
+  date: z.string().optional(),
+})
+
+function targetOf(b: Board): Target {
+  return b.institution ? { institution_id: b.institution } : b.region ? { region_code: b.region } : { national: true }
+}
+
+interface Board {
+  key: string
+  metric: Metric
+  range: PeriodRange
+  region: string | null
+  institution: string | null
+}
+
+function resolveBoard(q: z.infer<typeof BoardQuery>, tree: RegionTree): Board {
+  if (q.region && q.institution) throw badRequest('give region or institution, not both')
+  if (q.region && !tree.get(q.region)) throw notFound(`region ${q.region} is not a GB/T 2260 division`)
+  let at = Date.now()
+  if (q.date !== undefined) {
+    const d = parseDay(q.date)
+    if (d === null) throw badRequest('date: must be a day YYYY-MM-DD')
+    at = d
+  }
+  const range = periodRange(q.period, at)
+  const scope: BoardScope = q.institution ? { kind: 'institution', id: q.institution } : q.region ? { kind: 'region', code: q.region } : { kind: 'national' }
+  return { key: boardKey(q.metric, scope, range.key), metric: q.metric, range, region: q.region ?? null, institution: q.institution ?? null }
+}
+
+/** Real names go to operators and officials in scope; apps, which may show boards publicly, get them masked (张*). */
+function displayName(name: string, p: Principal): string {
+  if (p.kind !== 'app') return name
+  const chars = [...name]
+  return chars.length ? chars[0] + '*'.repeat(Math.max(1, chars.length - 1)) : ''
+}
+
+async function toEntries(redis: Redis, board: Board, flat: string[], firstRank: number, p: Principal) {
+  const pairs: [string, number][] = []
+  for (let i = 0; i < flat.length; i += 2) pairs.push([flat[i], Number(flat[i + 1])])
+  const infos = await readInfos(redis, pairs.map(([m]) => m))
+  return pairs.map(([user_id, stored], i) => {
+    const { count, reachedAt } = unpackScore(board.range.period, board.range.startMs, stored)
+    const info = infos.get(user_id)
+    return {
+      rank: firstRank + i,
+      user_id,
+      name: info ? displayName(info.name, p) : '',
+      institution_id: info?.institution_id ?? null,
+      region_code: info?.region_code ?? null,
+      score: count,
+      reached_at: shanghaiIso(reachedAt),
+      _stored: stored,
+    }
+  })
+}
+
+const encodeCursor = (score: number, user: string) => Buffer.from(JSON.stringify([score, user])).toString('base64url')
+function decodeCursor(s: string): [number, string] {
+  try {
+    const v = JSON.parse(Buffer.from(s, 'base64url').toString()) as unknown
+    if (Array.isArray(v) && typeof v[0] === 'number' && typeof v[1] === 'string') return [v[0], v[1]]
+  } catch {
+    /* fall through */
+  }
+  throw badRequest('after: not a cursor this service returned', 'invalid_cursor')
+}
+
+export function mountLeaderboards(app: OpenAPIHono<AuthEnv>, deps: LeaderboardDeps) {
+  const { redis, tree } = deps
+  const listRoute = createRoute({
+    method: 'get',
+    path: '/v1/leaderboards',
+    summary: 'Communicators ranked by share volume or points in a region or institution for a period',
+    description: 'Unique ranks: score desc, then earlier reached_at (event time), then user_id. Keyset paged with `after`.',
+    security: [{ bearer: [] }],
+    request: {
+      query: BoardQuery.extend({
+        limit: z.coerce.number().int().min(1).max(1000).default(100),
+        after: z.string().optional(),
+      }),
+    },
+    responses: {
+      200: {
+        description: 'A page of the board',
+        content: {
+          'application/json': {
+            schema: z.object({
+              metric: z.string(), region: z.string().nullable(), institution: z.string().nullable(), period: z.string(),
+              from: z.string().nullable(), to: z.string().nullable(), total: z.number().int(), entries: z.array(Entry), next: z.string().nullable(),
+            }),
+          },
+        },
+      },
+      ...errorResponses(400, 401, 404),
+    },
+  })
+  app.openapi(listRoute, async (c) => {
+    const q = c.req.valid('query')
+    const board = resolveBoard(q, tree)
+    mustRead(c.get('principal'), targetOf(board))
+    const total = await redis.zcard(board.key)
+    let flat: string[]
+    let firstRank = 1
+    if (!q.after) {
+      flat = await redis.zrange(board.key, 0, String(q.limit - 1), 'WITHSCORES')
+    } else {
+      const [score, user] = decodeCursor(q.after)
+      // Members at the cursor's score sort by user id; skip up to and including the cursor.
+      flat = []
+      let extra = 0
+      for (;;) {
+        const got = await redis.zrange(board.key, String(score), '+inf', 'BYSCORE', 'LIMIT', 0, q.limit + extra + 1, 'WITHSCORES')
+        const kept: string[] = []
+        let skipped = 0
+        for (let i = 0; i < got.length; i += 2) {
+          const s = Number(got[i + 1])
+          if (s === score && got[i] <= user) skipped++
+          else kept.push(got[i], got[i + 1])
+        }
+        flat = kept.slice(0, q.limit * 2)
+        if (got.length / 2 < q.limit + extra + 1 || kept.length / 2 >= q.limit) break
+        extra += skipped + 100
+      }
+      if (flat.length) firstRank = ((await redis.zrank(board.key, flat[0])) ?? 0) + 1
+    }
+    const entries = await toEntries(redis, board, flat, firstRank, c.get('principal'))
+    const last = entries[entries.length - 1]
+    const next = last && last.rank < total && entries.length === q.limit ? encodeCursor(last._stored, last.user_id) : null
+    return c.json({
+      metric: board.metric, region: board.region, institution: board.institution, period: board.range.period,
+      from: board.range.from, to: board.range.to, total,
+      entries: entries.map(({ _stored, ...e }) => e),
+      next,
+    }, 200)
+  })
+
+  const meRoute = createRoute({
+    method: 'get',
+    path: '/v1/leaderboards/users/{user_id}',
+    summary: 'A communicator’s rank on a board, with neighbours',
+    security: [{ bearer: [] }],
+    request: {
+      params: z.object({ user_id: z.string() }),
+      query: BoardQuery.extend({ around: z.coerce.number().int().min(0).max(100).default(5) }),
+    },
+    responses: {
+      200: {
+        description: 'Rank (null with score 0 when nothing counted)',
+        content: { 'application/json': { schema: z.object({ rank: z.number().int().nullable(), score: z.number().int(), total: z.number().int(), entries: z.array(Entry) }) } },
+      },
+      ...errorResponses(400, 401, 404),
+    },
+  })
+  app.openapi(meRoute, async (c) => {
+    const { user_id } = c.req.valid('param')
+    const q = c.req.valid('query')
+    const board = resolveBoard(q, tree)
+    const p = c.get('principal')
+    mustRead(p, targetOf(board))
+    const info = (await readInfos(redis, [user_id])).get(user_id) ?? (await deps.users.get(user_id))
+    if (p.kind === 'official' && !(info && coversUser(p, info))) throw forbidden('outside your scope')
+    if (!info) throw notFound('no such communicator')
+    const [rank, total] = await Promise.all([redis.zrank(board.key, user_id), redis.zcard(board.key)])
+    if (rank === null) return c.json({ rank: null, score: 0, total, entries: [] }, 200)
+    const from = Math.max(0, rank - q.around)
+    const flat = await redis.zrange(board.key, from, String(rank + q.around), 'WITHSCORES')
+    const entries = (await toEntries(redis, board, flat, from + 1, c.get('principal'))).map(({ _stored, ...e }) => e)
+    const me = entries.find((e) => e.user_id === user_id)
+    return c.json({ rank: rank + 1, score: me?.score ?? 0, total, entries }, 200)
+  })
+}

@@ -1,0 +1,126 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { ADMIN, share, startStack, type Stack } from '../test/stack.ts'
+
+/**
+ * The scope matrix: every route that exists × every kind of caller × inside / outside her scope.
+ * A county official (华容县 430623) sees her county and its towns, never the county next door
+ * (湘阴县 430624): 403, with nothing in the body that leaks.
+ */
+let s: Stack
+const tok: Record<string, string | null> = {}
+const PW = 'Scope1234'
+
+beforeAll(async () => {
+  s = await startStack()
+  tok.admin = ADMIN
+  tok.none = null
+  tok.app = await s.createAppKey()
+  await s.importUsers([
+    { id: 'in-town', phone: '13200000001', real_name: '县内', region_code: '430623110', institution_id: 'inst-s1', certified_at: '2020-01-01' },
+    { id: 'next-door', phone: '13200000002', real_name: '邻县', region_code: '430624101', certified_at: '2020-01-01' },
+  ])
+  const facts = await s.factCount()
+  await s.postEvents(tok.app!, [share('in-town', Date.now()), share('next-door', Date.now())])
+  await s.waitForFacts(facts + 2)
+  const officials: [string, string, Record<string, unknown>][] = [
+    ['county', '15000000001', { scope: { region_code: '430623' } }],
+    ['town', '15000000002', { scope: { region_code: '430623110' } }],
+    ['neighbour', '15000000003', { scope: { region_code: '430624' } }],
+    ['institution', '15000000004', { scope: { institution_id: 'inst-s1' } }],
+    ['operator', '15000000005', { role: 'operator' }],
+  ]
+  for (const [name, phone, extra] of officials) {
+    const r = await s.call('POST', '/v1/officials', { body: { phone, password: PW, name: `测试${name}`, ...extra } })
+    expect(r.status, name).toBe(201)
+    const login = await s.call('POST', '/v1/auth/login', { token: null, body: { phone, password: PW } })
+    expect(login.status, name).toBe(200)
+    tok[name] = login.json.token
+  }
+})
+afterAll(async () => s?.stop())
+
+type Row = [route: string, method: string, path: string, body: unknown, expected: Record<string, number>]
+const board = (q: string) => `/v1/leaderboards?metric=shares&period=all&${q}`
+const me = (id: string, q: string) => `/v1/leaderboards/users/${id}?metric=shares&period=all&${q}`
+
+const MATRIX: Row[] = [
+  ['apps', 'POST', '/v1/apps', { name: 'x' }, { admin: 201, operator: 201, county: 403, town: 403, neighbour: 403, institution: 403, app: 403, none: 401 }],
+  ['rebuild', 'POST', '/v1/admin/rebuild', undefined, { admin: 200, operator: 200, county: 403, institution: 403, app: 403, none: 401 }],
+  ['user inside', 'GET', '/v1/users/in-town', undefined, { admin: 200, operator: 200, county: 200, town: 200, institution: 200, neighbour: 403, app: 403, none: 401 }],
+  ['user next door', 'GET', '/v1/users/next-door', undefined, { admin: 200, county: 403, town: 403, neighbour: 200, institution: 403, app: 403 }],
+  ['unknown user', 'GET', '/v1/users/nobody', undefined, { admin: 404, county: 403 }],
+  ['national board', 'GET', board(''), undefined, { admin: 200, operator: 200, app: 200, county: 403, town: 403, institution: 403, none: 401 }],
+  ['county board', 'GET', board('region=430623'), undefined, { admin: 200, app: 200, county: 200, town: 403, neighbour: 403, institution: 403 }],
+  ['town board', 'GET', board('region=430623110'), undefined, { county: 200, town: 200, neighbour: 403 }],
+  ['county next door', 'GET', board('region=430624'), undefined, { county: 403, neighbour: 200 }],
+  ['institution board', 'GET', board('institution=inst-s1'), undefined, { institution: 200, county: 403, admin: 200 }],
+  ['my rank inside', 'GET', me('in-town', 'region=430623'), undefined, { county: 200, town: 403, neighbour: 403, app: 200, admin: 200 }],
+  ['rank next door', 'GET', me('next-door', 'region=430624'), undefined, { county: 403, neighbour: 200 }],
+  ['rank of outsider on own board', 'GET', me('next-door', 'region=430623'), undefined, { county: 403 }],
+  ['population inside', 'PUT', '/v1/regions/430623110/population', { population: 1000, year: 2020 }, { admin: 200, operator: 200, county: 200, town: 200, neighbour: 403, institution: 403, app: 403, none: 401 }],
+  ['population next door', 'PUT', '/v1/regions/430624/population', { population: 1000, year: 2020 }, { county: 403, neighbour: 200 }],
+  ['read population', 'GET', '/v1/regions/430623110/population?year=2020', undefined, { county: 200, town: 200, neighbour: 403, institution: 403, app: 403 }],
+  ['kpis of her county', 'GET', '/v1/kpis?region=430623', undefined, { admin: 200, operator: 200, county: 200, town: 403, neighbour: 403, institution: 403, app: 403, none: 401 }],
+  ['kpis of a town inside', 'GET', '/v1/kpis?region=430623110', undefined, { county: 200, town: 200, neighbour: 403 }],
+  ['kpis next door', 'GET', '/v1/kpis?region=430624', undefined, { county: 403, neighbour: 200 }],
+  ['kpis of the city above', 'GET', '/v1/kpis?region=4306', undefined, { county: 403, admin: 200 }],
+  ['kpis, default region', 'GET', '/v1/kpis', undefined, { county: 200, admin: 200, institution: 403 }],
+  ['rankings in her county', 'GET', '/v1/rankings/regions?parent=430623', undefined, { admin: 200, operator: 200, county: 200, town: 403, neighbour: 403, institution: 403, app: 403, none: 401 }],
+  ['rankings next door', 'GET', '/v1/rankings/regions?parent=430624', undefined, { county: 403, neighbour: 200 }],
+  ['events', 'POST', '/v1/events', { events: [] }, { app: 202, admin: 401, county: 401, none: 401 }],
+  ['official inside', 'POST', '/v1/officials', () => ({ phone: `151${Math.floor(Math.random() * 1e8).toString().padStart(8, '0')}`, password: PW, name: 'n', scope: { region_code: '430623110' } }), { admin: 201, operator: 201, county: 201, town: 201, neighbour: 403, institution: 403, app: 403, none: 401 }],
+  ['official next door', 'POST', '/v1/officials', () => ({ phone: `152${Math.floor(Math.random() * 1e8).toString().padStart(8, '0')}`, password: PW, name: 'n', scope: { region_code: '430624' } }), { county: 403, neighbour: 201 }],
+  ['operator account', 'POST', '/v1/officials', () => ({ phone: `153${Math.floor(Math.random() * 1e8).toString().padStart(8, '0')}`, password: PW, name: 'n', role: 'operator' }), { admin: 201, operator: 201, county: 403 }],
+]
+
+describe('scope matrix', () => {
+  const cases = MATRIX.flatMap(([route, method, path, body, expected]) => Object.entries(expected).map(([who, status]) => [route, who, status, method, path, body] as const))
+  it.each(cases)('%s as %s → %i', async (_route, who, status, method, path, body) => {
+    const r = await s.call(method, path, { token: tok[who], body: typeof body === 'function' ? body() : body })
+    expect(r.status, r.text.slice(0, 200)).toBe(status)
+    if (status === 403) {
+      expect(r.json.error.code).toBe('forbidden')
+      // Nothing about the target leaks: no names, codes or ids in the body.
+      expect(r.text).not.toMatch(/邻县|县内|4306|next-door|in-town/)
+    }
+  })
+
+  it('imports only the rows inside an official’s scope', async () => {
+    const r = await s.call('POST', '/v1/users:import', {
+      token: tok.county,
+      body: { users: [{ id: 'imp-in', phone: '13200000011', real_name: '甲', region_code: '430623101' }, { id: 'imp-out', phone: '13200000012', real_name: '乙', region_code: '430624101' }] },
+    })
+    expect(r.status).toBe(200)
+    expect(r.json.created).toBe(1)
+    expect(r.json.errors).toEqual([{ row: 2, code: 'outside_scope', message: expect.any(String) }])
+    expect((await s.call('GET', '/v1/users/imp-out')).status).toBe(404)
+    expect((await s.call('POST', '/v1/users:import', { token: tok.app, body: { users: [] } })).status).toBe(403)
+  })
+
+  it('shows officials masked phones and operators full ones', async () => {
+    expect((await s.call('GET', '/v1/users/in-town', { token: tok.county })).json.phone).toBe('132****0001')
+    expect((await s.call('GET', '/v1/users/in-town')).json.phone).toBe('13200000001')
+  })
+})
+
+describe('login', () => {
+  it('refuses wrong passwords and expired or forged tokens', async () => {
+    expect((await s.call('POST', '/v1/auth/login', { token: null, body: { phone: '15000000001', password: 'Wrong1234' } })).status).toBe(401)
+    expect((await s.call('POST', '/v1/auth/login', { token: null, body: { phone: '15999999999', password: PW } })).status).toBe(401)
+    const forged = tok.county!.slice(0, -4) + 'AAAA'
+    expect((await s.call('GET', board('region=430623'), { token: forged })).status).toBe(401)
+    const r = await s.call('POST', '/v1/auth/login', { token: null, body: { phone: '15000000002', password: PW } })
+    expect(r.json.scope).toEqual({ region_code: '430623110' })
+    expect(Date.parse(r.json.expires_at)).toBeGreaterThan(Date.now())
+  })
+  it('rate limits attempts per phone', async () => {
+    const statuses: number[] = []
+    for (let i = 0; i < 7; i++) statuses.push((await s.call('POST', '/v1/auth/login', { token: null, body: { phone: '15700000009', password: 'Wrong1234' } })).status)
+    expect(statuses.slice(0, 5)).toEqual([401, 401, 401, 401, 401])
+    expect(statuses.slice(5)).toEqual([429, 429])
+  })
+  it('rejects weak passwords and duplicate phones', async () => {
+    expect((await s.call('POST', '/v1/officials', { body: { phone: '15800000001', password: 'abcdefgh', name: 'n', scope: { region_code: '43' } } })).status).toBe(400)
+    expect((await s.call('POST', '/v1/officials', { body: { phone: '15000000001', password: PW, name: 'n', scope: { region_code: '43' } } })).status).toBe(409)
+  })
+})
