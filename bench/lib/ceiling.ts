@@ -1,0 +1,126 @@
+import { Redis } from 'ioredis'
+import { boardWrites, createBoardWriter } from '../../aggregator/boards.ts'
+import { applyUserStep, dedupeWindow, defineUserStep } from '../../aggregator/user-step.ts'
+import type { Config } from '../../core/config.ts'
+import type { StreamEvent } from '../../core/events.ts'
+import { keys } from '../../core/keys.ts'
+import type { RegionTree } from '../../core/regions.ts'
+import { Ledger, Planner } from './workload.ts'
+import { progress } from './util.ts'
+
+/**
+ * The ceiling the design allows: the same per-event Redis work the aggregator does — the per-user
+ * Lua step and the idempotent board ZADDs (+ one EXPIRE NX per board key) — driven from a minimal
+ * client with no HTTP, NATS, JSON schema validation or ClickHouse in the way. Its own user ids
+ * ('cz…'), in the towns of 平江县 (430626), so town and county boards are its own; the city,
+ * province and national boards are shared, which is why this stage runs last.
+ */
+export const CEILING_TOWNS = ['430626101', '430626102', '430626103', '430626104', '430626105', '430626106', '430626107', '430626108', '430626109']
+export const ceilingUser = (i: number) => 'cz' + String(i).padStart(7, '0')
+
+export interface CeilingResult {
+  events: number
+  planned: number
+  users: number
+  concurrency: number
+  ms: number
+  eventsPerSec: number
+  counted: number
+  boardWrites: number
+  redisCommands: number
+}
+
+export async function runCeiling(opts: {
+  redisUrl: string
+  config: Config
+  tree: RegionTree
+  users: number
+  events: number
+  concurrency: number
+  seed: number
+  /** Stop starting new events after this many ms of the timed part (the rate counts those done). */
+  maxMs?: number
+  /** Called just before the timed part starts (after the users and the plan are ready). */
+  onStart?: () => void | Promise<void>
+}): Promise<CeilingResult> {
+  const redis = new Redis(opts.redisUrl, { enableAutoPipelining: true, maxRetriesPerRequest: 2 })
+  try {
+    defineUserStep(redis)
+    const win = dedupeWindow(opts.config.events.maxAgeMs, opts.config.events.maxFutureMs)
+    // The communicators, as the import caches them (u:{id}:i with n, r, i, c).
+    for (let i = 0; i < opts.users; i += 5000) {
+      const p = redis.pipeline()
+      for (let j = i; j < Math.min(opts.users, i + 5000); j++) {
+        p.hset(keys.info(ceilingUser(j)), {
+          n: '上限' + j,
+          r: CEILING_TOWNS[j % CEILING_TOWNS.length],
+          i: j % 2 === 0 ? `czinst-${(j >> 1) % 20}` : '',
+          c: String(Date.UTC(2020, 0, 1) - 8 * 3600_000),
+        })
+      }
+      await p.exec()
+    }
+    // The same mix, planned up front (not timed).
+    const ledger = new Ledger(opts.users)
+    const planner = new Planner(opts.users, 'cz' + opts.seed.toString(36), opts.seed, ledger)
+    const now = Date.now()
+    const evs: StreamEvent[] = []
+    for (let i = 0; i < opts.events; i++) {
+      const e = planner.next()
+      const ts = now - (i % 5000)
+      evs.push({
+        kind: 'event', id: e.id, type: e.type, user_id: ceilingUser(e.user), ts, client_ts: ts, sent_at: null, received_at: now,
+        app_id: 'app_bench', content_id: e.type === 'signin' ? '' : e.content_id, channel: e.channel ?? '', viewer: '',
+      })
+    }
+    const write = createBoardWriter(redis)
+    let counted = 0
+    let writes = 0
+    let nextIdx = 0
+    let done = 0
+    const seqBase = 1_000_000_000 // far from the service's stream sequences
+    const stats0 = await commandsProcessed(redis)
+    await opts.onStart?.()
+    const t0 = performance.now()
+    let lastReport = t0
+    const stopAt = t0 + (opts.maxMs ?? Infinity)
+    const worker = async () => {
+      while (nextIdx < evs.length && performance.now() < stopAt) {
+        const i = nextIdx++
+        const ev = evs[i]
+        const d = await applyUserStep(redis, ev, seqBase + i, win)
+        if (d.decision === 'counted') counted++
+        const ws = boardWrites(ev.user_id, d, opts.tree)
+        writes += ws.length
+        await write(ws)
+        done++
+        const t = performance.now()
+        if (t - lastReport > 5000) {
+          lastReport = t
+          progress('ceiling', `${nextIdx}/${evs.length} events, ${Math.round(nextIdx / ((t - t0) / 1000))} ev/s`)
+        }
+      }
+    }
+    await Promise.all(Array.from({ length: opts.concurrency }, worker))
+    const ms = performance.now() - t0
+    const stats1 = await commandsProcessed(redis)
+    return {
+      events: done,
+      planned: evs.length,
+      users: opts.users,
+      concurrency: opts.concurrency,
+      ms,
+      eventsPerSec: done / (ms / 1000),
+      counted,
+      boardWrites: writes,
+      redisCommands: stats1 - stats0,
+    }
+  } finally {
+    redis.disconnect()
+  }
+}
+
+async function commandsProcessed(redis: Redis): Promise<number> {
+  const info = await redis.info('stats')
+  return Number(/total_commands_processed:(\d+)/.exec(info)?.[1] ?? 0)
+}
