@@ -50,3 +50,23 @@ describe('every level at once', () => {
     expect((await board('metric=shares&period=day&region=430624')).total).toBe(0)
   })
 })
+
+describe('live notice', () => {
+  it('announces on NATS, after the facts are stored, which region, institution and user a batch touched', async () => {
+    const { SUBJECT_LIVE } = await import('../core/stream.ts')
+    await s.importUsers([{ id: 'live1', phone: '13800000003', real_name: '王五', region_code: TOWN, institution_id: 'inst-hr-2', certified_at: '2020-01-01' }])
+    const sub = s.deps.nc.subscribe(SUBJECT_LIVE(s.config.nats.stream))
+    const seen = (async () => {
+      for await (const m of sub) {
+        const n = m.json<{ regions: string[]; institutions: string[]; users: string[] }>()
+        if (n.users.includes('live1')) return n
+      }
+    })()
+    expect((await s.postEvents(key, [share('live1', Date.now() - 1000)])).status).toBe(202)
+    const n = await seen
+    sub.unsubscribe()
+    expect(n).toMatchObject({ regions: [TOWN], institutions: ['inst-hr-2'] })
+    // Stored before announced.
+    expect(await s.factCount("user_id = 'live1'")).toBe(1)
+  })
+})

@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events'
 import type { ClickHouseClient } from '@clickhouse/client'
 import type { ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg } from '@nats-io/jetstream'
+import type { NatsConnection } from '@nats-io/nats-core'
 import type { Redis } from 'ioredis'
 import type { Logger } from 'pino'
 import type { Config } from '../core/config.ts'
@@ -9,7 +10,7 @@ import { keys } from '../core/keys.ts'
 import type { Metrics } from '../core/metrics.ts'
 import type { RegionTree } from '../core/regions.ts'
 import type { UserStore } from '../core/store/users.ts'
-import { CONSUMER, ensureConsumer, ensureStream } from '../core/stream.ts'
+import { CONSUMER, ensureConsumer, ensureStream, SUBJECT_LIVE, type LiveNotice } from '../core/stream.ts'
 import { boardWrites, coalesce, createBoardWriter, type BoardWrite } from './boards.ts'
 import { eventFact, insertFacts, rejectedFact, type FactRow } from './facts.ts'
 import { rebuildRedis, redisIsStale } from './rebuild.ts'
@@ -17,6 +18,8 @@ import { applyUserStep, dedupeWindow, defineUserStep } from './user-step.ts'
 
 export interface AggregatorDeps {
   redis: Redis
+  /** Core NATS, for live notices after each flush. */
+  nc: NatsConnection
   js: JetStreamClient
   jsm: JetStreamManager
   ch: ClickHouseClient
@@ -143,12 +146,33 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
         metrics.insertRows.inc(n)
         for (const m of b.msgs) m.ack()
         events.emit('flushed', b.rows.length)
+        announce(b.rows)
       } catch (err) {
         log.error({ err: String(err), rows: b.rows.length }, 'fact insert failed; messages will be redelivered')
         for (const m of b.msgs) m.nak(2000)
       }
     })
     return flushing
+  }
+
+  /** Tells live views what the stored batch touched; best effort (they also refresh on their own). */
+  function announce(rows: FactRow[]) {
+    const regions = new Set<string>()
+    const institutions = new Set<string>()
+    const users = new Set<string>()
+    for (const r of rows) {
+      if (r.decision !== 'counted' && r.decision !== 'capped') continue
+      if (r.region_code) regions.add(r.region_code)
+      if (r.institution_id) institutions.add(r.institution_id)
+      users.add(r.user_id)
+    }
+    if (!regions.size && !institutions.size) return
+    const notice: LiveNotice = { regions: [...regions], institutions: [...institutions], users: [...users].slice(0, 5000), rows: rows.length, at: Date.now() }
+    try {
+      deps.nc.publish(SUBJECT_LIVE(config.nats.stream), JSON.stringify(notice))
+    } catch (err) {
+      log.warn({ err: String(err) }, 'live notice not published')
+    }
   }
 
   function schedule() {

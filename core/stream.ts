@@ -10,6 +10,21 @@ import { nanos } from '@nats-io/nats-core'
 export const SUBJECT_EVENTS = (stream: string) => `${stream.toLowerCase()}.in`
 export const SUBJECT_REJECTED = (stream: string) => `${stream.toLowerCase()}.rejected`
 export const CONSUMER = 'aggregator'
+/**
+ * Core NATS (not JetStream) subject on which an aggregator announces, after each batch of facts is
+ * stored and acked, which regions and institutions it touched: `LiveNotice` as JSON. Live views
+ * (dashboards' server-sent events) in any process subscribe and refresh only what changed.
+ */
+export const SUBJECT_LIVE = (stream: string) => `live.${stream.toLowerCase()}.flushed`
+export interface LiveNotice {
+  /** Region codes (towns or whatever the communicators carry) with counted or capped events. */
+  regions: string[]
+  institutions: string[]
+  /** Users whose scores changed. */
+  users: string[]
+  rows: number
+  at: number
+}
 
 export async function ensureStream(jsm: JetStreamManager, opts: { stream: string; duplicateWindowMs: number; replicas?: number }) {
   const config = {
