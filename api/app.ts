@@ -19,6 +19,10 @@ import { createSessions } from './middleware/auth/sessions.ts'
 import { mountHealth } from './routes/health.ts'
 import { mountLeaderboards } from './routes/leaderboards.ts'
 import { mountUsers } from './routes/users.ts'
+import { mountTrend } from './routes/trend.ts'
+import { mountLive } from './routes/live.ts'
+import { SUBJECT_LIVE } from '../core/stream.ts'
+import { mountDashboardAssets } from '../dashboards/assets.ts'
 
 /** The HTTP surface of one process: ingest and/or API routes by role, health and docs always. */
 export function createApp(config: Config, deps: Deps & { adminToken: string; aggregator?: () => Aggregator | null }) {
@@ -52,6 +56,7 @@ export function createApp(config: Config, deps: Deps & { adminToken: string; agg
   })
   const page = readFileSync(new URL('../dashboards/index.html', import.meta.url), 'utf8')
   app.get('/', (c) => c.html(page))
+  mountDashboardAssets(app)
 
   const sessions = createSessions(deps.adminToken)
   app.use('/v1/*', authenticate({ adminToken: deps.adminToken, apps: deps.apps, sessions, open: ['/v1/auth/login'] }))
@@ -65,6 +70,8 @@ export function createApp(config: Config, deps: Deps & { adminToken: string; agg
     mountRankings(app, deps)
     mountTasks(app, deps)
     mountLeaderboards(app, deps)
+    mountTrend(app, deps)
+    mountLive(app, deps, { subject: SUBJECT_LIVE(config.nats.stream) })
   }
   mountAdmin(app, { aggregator: deps.aggregator ?? (() => null) })
   return app

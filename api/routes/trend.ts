@@ -1,0 +1,187 @@
+import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi'
+import { badRequest, notFound } from '../../core/errors.ts'
+import { DAY_MS, isoDay, parseDay, shanghaiMidnight } from '../../core/time.ts'
+import { requireStaff, type AuthEnv } from '../middleware/auth/index.ts'
+import { mustCover } from '../middleware/scope/index.ts'
+import { errorResponses } from '../schemas.ts'
+import { defaultRegion, type KpiDeps } from './kpis.ts'
+
+/**
+ * KPIs of one region as a series of days or months, for the dashboard's trend charts: one query
+ * over the `activity_daily` rollup grouped by day or month (instead of one /v1/kpis call per
+ * bucket) and one over the communicators table, accumulated per bucket. Each bucket means the same
+ * as `/v1/kpis?from=<bucket start>&to=<bucket end>` for the region itself.
+ */
+const MAX_BUCKETS = { day: 400, month: 120 } as const
+
+const Point = z.object({
+  period: z.string().openapi({ description: 'YYYY-MM-DD (by=day) or YYYY-MM (by=month)' }),
+  from: z.string(),
+  to: z.string(),
+  population: z.number().int().nullable(),
+  certified: z.number().int(),
+  registration_ratio: z.number().nullable(),
+  new_registrations: z.number().int(),
+  shares: z.number().int(),
+  active: z.number().int(),
+  activity_rate: z.number().nullable(),
+  points: z.number().int(),
+})
+
+interface Bucket {
+  period: string
+  fromMs: number
+  /** Exclusive end. */
+  endMs: number
+}
+
+function buckets(by: 'day' | 'month', fromMs: number, toMs: number): Bucket[] {
+  const out: Bucket[] = []
+  if (by === 'day') {
+    for (let t = fromMs; t <= toMs; t += DAY_MS) out.push({ period: isoDay(t), fromMs: t, endMs: t + DAY_MS })
+    return out
+  }
+  let [y, m] = isoDay(fromMs).split('-').map(Number)
+  const [ty, tm] = isoDay(toMs).split('-').map(Number)
+  while (y < ty || (y === ty && m <= tm)) {
+    const start = shanghaiMidnight(y, m - 1, 1)
+    out.push({ period: `${y}-${String(m).padStart(2, '0')}`, fromMs: start, endMs: shanghaiMidnight(y, m, 1) })
+    m === 12 ? ((y += 1), (m = 1)) : (m += 1)
+  }
+  return out
+}
+
+export function mountTrend(app: OpenAPIHono<AuthEnv>, deps: KpiDeps) {
+  const route = createRoute({
+    method: 'get',
+    path: '/v1/kpis/trend',
+    summary: 'KPIs of a region (default: your scope; national for operators) per day or per month over a range',
+    description:
+      'Defaults: by=day covers the last 30 days, by=month the last 12 months, both up to today. At most 400 days or 120 months. ' +
+      '`certified` is counted at the end of each bucket; `path` names the region and its ancestors (national first).',
+    security: [{ bearer: [] }],
+    middleware: [requireStaff()] as const,
+    request: {
+      query: z.object({
+        region: z.string().regex(/^(\d{2}|\d{4}|\d{6}|\d{9})$/, 'must be a GB/T 2260 code').optional(),
+        from: z.string().optional(),
+        to: z.string().optional(),
+        by: z.enum(['day', 'month']).default('day'),
+      }),
+    },
+    responses: {
+      200: {
+        description: 'One point per day or month, oldest first',
+        content: {
+          'application/json': {
+            schema: z.object({
+              region: z.string().nullable(),
+              name: z.string(),
+              path: z.array(z.object({ code: z.string().nullable(), name: z.string() })),
+              by: z.enum(['day', 'month']),
+              from: z.string(),
+              to: z.string(),
+              points: z.array(Point),
+            }),
+          },
+        },
+      },
+      ...errorResponses(400, 401, 403, 404),
+    },
+  })
+  app.openapi(route, async (c) => {
+    const q = c.req.valid('query')
+    const p = c.get('principal')
+    const region = q.region ?? defaultRegion(p)
+    if (region) {
+      mustCover(p, { region_code: region })
+      if (!deps.tree.get(region)) throw notFound(`region ${region} is not a GB/T 2260 division`)
+    } else mustCover(p, { national: true })
+
+    const today = parseDay(isoDay(Date.now()))!
+    const toMs = q.to === undefined ? today : parseDay(q.to)
+    if (toMs === null) throw badRequest('to: must be a day YYYY-MM-DD')
+    let fromMs: number | null
+    if (q.from !== undefined) fromMs = parseDay(q.from)
+    else if (q.by === 'day') fromMs = toMs - 29 * DAY_MS
+    else {
+      const [y, m] = isoDay(toMs).split('-').map(Number)
+      fromMs = shanghaiMidnight(y, m - 12, 1)
+    }
+    if (fromMs === null) throw badRequest('from: must be a day YYYY-MM-DD')
+    if (fromMs > toMs) throw badRequest('from: must not be after to')
+    const list = buckets(q.by, fromMs, toMs)
+    if (list.length > MAX_BUCKETS[q.by]) throw badRequest(`from: at most ${MAX_BUCKETS[q.by]} ${q.by}s per request`)
+    // A month bucket reaches its whole month, also where the range starts or ends inside it.
+    const startMs = list[0].fromMs
+    const endMs = list[list.length - 1].endMs
+
+    const key = q.by === 'day' ? 'toString(day)' : 'substring(toString(toStartOfMonth(day)), 1, 7)'
+    const params = { r: region, from: isoDay(startMs), to: isoDay(endMs - 1), toMs: endMs - 1 }
+    const [act, reg] = await Promise.all([
+      deps.ch.query({
+        query: `SELECT ${key} AS k, uniqExactMerge(active) AS active, uniqExactMerge(shares) AS shares, sum(points) AS points
+                FROM activity_daily WHERE day BETWEEN {from:Date} AND {to:Date} AND startsWith(region_code, {r:String}) GROUP BY k`,
+        query_params: params,
+        format: 'JSONEachRow',
+      }),
+      deps.ch.query({
+        query: `SELECT toString(toDate(certified_at, 'Asia/Shanghai')) AS d, count() AS n FROM users FINAL
+                WHERE startsWith(region_code, {r:String}) AND certified_at IS NOT NULL AND certified_at <= fromUnixTimestamp64Milli({toMs:Int64})
+                GROUP BY d ORDER BY d`,
+        query_params: params,
+        format: 'JSONEachRow',
+      }),
+    ])
+    const activity = new Map(((await act.json()) as { k: string; active: string; shares: string; points: string }[]).map((a) => [a.k, a]))
+    const certifiedDays = ((await reg.json()) as { d: string; n: string }[]).map((r) => ({ day: r.d, n: Number(r.n) }))
+
+    const popCache = new Map<number, Promise<number | null>>()
+    const population = (year: number) => {
+      if (!popCache.has(year)) {
+        popCache.set(
+          year,
+          (async () => {
+            if (region) return (await deps.populations.of(region, year))?.population ?? null
+            // The country: the sum of its provinces, when every one is known.
+            const pops = await Promise.all(deps.tree.children(null).map(async (r) => (await deps.populations.of(r.code, year))?.population ?? null))
+            return pops.length && pops.every((x) => x !== null) ? pops.reduce((a: number, x) => a + x!, 0) : null
+          })(),
+        )
+      }
+      return popCache.get(year)!
+    }
+
+    let i = 0
+    let certified = 0
+    const points = []
+    for (const b of list) {
+      const first = isoDay(b.fromMs)
+      const last = isoDay(b.endMs - 1)
+      let fresh = 0
+      for (; i < certifiedDays.length && certifiedDays[i].day <= last; i++) {
+        certified += certifiedDays[i].n
+        if (certifiedDays[i].day >= first) fresh += certifiedDays[i].n
+      }
+      const a = activity.get(b.period)
+      const active = Number(a?.active ?? 0)
+      const pop = await population(Number(last.slice(0, 4)))
+      points.push({
+        period: b.period,
+        from: first,
+        to: last,
+        population: pop,
+        certified,
+        registration_ratio: pop ? certified / pop : null,
+        new_registrations: fresh,
+        shares: Number(a?.shares ?? 0),
+        active,
+        activity_rate: certified ? active / certified : null,
+        points: Number(a?.points ?? 0),
+      })
+    }
+    const lineage = region ? deps.tree.lineage(region).reverse() : []
+    const path = [{ code: null, name: '全国' }, ...lineage.map((r) => ({ code: r.code, name: r.name }))]
+    return c.json({ region: region || null, name: path[path.length - 1].name, path, by: q.by, from: isoDay(startMs), to: isoDay(endMs - 1), points }, 200)
+  })
+}
