@@ -4,15 +4,16 @@ import { DAY_MS, isoDay, parseDay, shanghaiMidnight } from '../../core/time.ts'
 import { requireStaff, type AuthEnv } from '../middleware/auth/index.ts'
 import { mustCover } from '../middleware/scope/index.ts'
 import { errorResponses } from '../schemas.ts'
-import { defaultRegion, type KpiDeps } from './kpis.ts'
+import { defaultRegion, regionKpis, type KpiDeps } from './kpis.ts'
 
 /**
- * KPIs of one region as a series of days or months, for the dashboard's trend charts: one query
- * over the `activity_daily` rollup grouped by day or month (instead of one /v1/kpis call per
- * bucket) and one over the communicators table, accumulated per bucket. Each bucket means the same
- * as `/v1/kpis?from=<bucket start>&to=<bucket end>` for the region itself.
+ * KPIs of one region as a series of days or months, for the dashboard's trend charts, in one call
+ * instead of one /v1/kpis call per bucket from the page. Each bucket is computed by the same
+ * function as `/v1/kpis?from=<bucket start>&to=<bucket end>` (regionKpis, over the KPI rollups), a
+ * few buckets at a time, so the two can never disagree.
  */
-const MAX_BUCKETS = { day: 400, month: 120 } as const
+const MAX_BUCKETS = { day: 120, month: 60 } as const
+const CONCURRENCY = 4
 
 const Point = z.object({
   period: z.string().openapi({ description: 'YYYY-MM-DD (by=day) or YYYY-MM (by=month)' }),
@@ -57,7 +58,7 @@ export function mountTrend(app: OpenAPIHono<AuthEnv>, deps: KpiDeps) {
     path: '/v1/kpis/trend',
     summary: 'KPIs of a region (default: your scope; national for operators) per day or per month over a range',
     description:
-      'Defaults: by=day covers the last 30 days, by=month the last 12 months, both up to today. At most 400 days or 120 months. ' +
+      'Defaults: by=day covers the last 30 days, by=month the last 12 months, both up to today. At most 120 days or 60 months. ' +
       '`certified` is counted at the end of each bucket; `path` names the region and its ancestors (national first).',
     security: [{ bearer: [] }],
     middleware: [requireStaff()] as const,
@@ -115,71 +116,18 @@ export function mountTrend(app: OpenAPIHono<AuthEnv>, deps: KpiDeps) {
     // A month bucket reaches its whole month, also where the range starts or ends inside it.
     const startMs = list[0].fromMs
     const endMs = list[list.length - 1].endMs
-
-    const key = q.by === 'day' ? 'toString(day)' : 'substring(toString(toStartOfMonth(day)), 1, 7)'
-    const params = { r: region, from: isoDay(startMs), to: isoDay(endMs - 1), toMs: endMs - 1 }
-    const [act, reg] = await Promise.all([
-      deps.ch.query({
-        query: `SELECT ${key} AS k, uniqExactMerge(active) AS active, uniqExactMerge(shares) AS shares, sum(points) AS points
-                FROM activity_daily WHERE day BETWEEN {from:Date} AND {to:Date} AND startsWith(region_code, {r:String}) GROUP BY k`,
-        query_params: params,
-        format: 'JSONEachRow',
-      }),
-      deps.ch.query({
-        query: `SELECT toString(toDate(certified_at, 'Asia/Shanghai')) AS d, count() AS n FROM users FINAL
-                WHERE startsWith(region_code, {r:String}) AND certified_at IS NOT NULL AND certified_at <= fromUnixTimestamp64Milli({toMs:Int64})
-                GROUP BY d ORDER BY d`,
-        query_params: params,
-        format: 'JSONEachRow',
-      }),
-    ])
-    const activity = new Map(((await act.json()) as { k: string; active: string; shares: string; points: string }[]).map((a) => [a.k, a]))
-    const certifiedDays = ((await reg.json()) as { d: string; n: string }[]).map((r) => ({ day: r.d, n: Number(r.n) }))
-
-    const popCache = new Map<number, Promise<number | null>>()
-    const population = (year: number) => {
-      if (!popCache.has(year)) {
-        popCache.set(
-          year,
-          (async () => {
-            if (region) return (await deps.populations.of(region, year))?.population ?? null
-            // The country: the sum of its provinces, when every one is known.
-            const pops = await Promise.all(deps.tree.children(null).map(async (r) => (await deps.populations.of(r.code, year))?.population ?? null))
-            return pops.length && pops.every((x) => x !== null) ? pops.reduce((a: number, x) => a + x!, 0) : null
-          })(),
-        )
+    // Each bucket is exactly /v1/kpis for its days, computed by the same function, a few at a time.
+    const points: z.infer<typeof Point>[] = new Array(list.length)
+    let next = 0
+    const worker = async () => {
+      for (let i = next++; i < list.length; i = next++) {
+        const b = list[i]
+        const { top } = await regionKpis(deps, region, b.fromMs, b.endMs)
+        const { region: _r, name: _n, ...k } = top
+        points[i] = { period: b.period, from: isoDay(b.fromMs), to: isoDay(b.endMs - 1), ...k }
       }
-      return popCache.get(year)!
     }
-
-    let i = 0
-    let certified = 0
-    const points = []
-    for (const b of list) {
-      const first = isoDay(b.fromMs)
-      const last = isoDay(b.endMs - 1)
-      let fresh = 0
-      for (; i < certifiedDays.length && certifiedDays[i].day <= last; i++) {
-        certified += certifiedDays[i].n
-        if (certifiedDays[i].day >= first) fresh += certifiedDays[i].n
-      }
-      const a = activity.get(b.period)
-      const active = Number(a?.active ?? 0)
-      const pop = await population(Number(last.slice(0, 4)))
-      points.push({
-        period: b.period,
-        from: first,
-        to: last,
-        population: pop,
-        certified,
-        registration_ratio: pop ? certified / pop : null,
-        new_registrations: fresh,
-        shares: Number(a?.shares ?? 0),
-        active,
-        activity_rate: certified ? active / certified : null,
-        points: Number(a?.points ?? 0),
-      })
-    }
+    await Promise.all(Array.from({ length: Math.min(CONCURRENCY, list.length) }, worker))
     const lineage = region ? deps.tree.lineage(region).reverse() : []
     const path = [{ code: null, name: '全国' }, ...lineage.map((r) => ({ code: r.code, name: r.name }))]
     return c.json({ region: region || null, name: path[path.length - 1].name, path, by: q.by, from: isoDay(startMs), to: isoDay(endMs - 1), points }, 200)
