@@ -64,8 +64,9 @@ export async function seed(s: Stack, opts: { perTown?: number; days?: number; sh
     body: {
       units: [
         { region_code: TOWN_A, name: '插旗镇', core_members: 30, registration_target: 900, share_target: 500_000 },
-        { region_code: TOWN_B, name: '三封寺镇', core_members: 12, registration_target: 0, share_target: 1 },
-        { region_code: TOWN_C, name: '章华镇', core_members: 40, registration_target: 0, share_target: 2 },
+        // On schedule: tiny targets for the test's few events, life-sized ones for the 60-day demo.
+        { region_code: TOWN_B, name: '三封寺镇', core_members: 12, registration_target: days > 1 ? 5 : 0, share_target: days > 1 ? 3_000 : 1 },
+        { region_code: TOWN_C, name: '章华镇', core_members: 40, registration_target: days > 1 ? 6 : 0, share_target: days > 1 ? 4_500 : 2 },
       ],
     },
   })

@@ -166,6 +166,8 @@ export function mountLive(app: OpenAPIHono<AuthEnv>, deps: LiveDeps, opts: LiveO
     } else mustRead(p, { national: true })
     const signal = c.req.raw.signal
 
+    // Proxies (nginx) must pass each event on at once, not buffer the stream.
+    c.header('X-Accel-Buffering', 'no')
     return streamSSE(
       c,
       async (stream: SSEStreamingApi) => {

@@ -143,9 +143,18 @@ async function learnRegion(region) {
 function learnPath(region, path) {
   paths.set(region, path)
   for (const p of path) names.set(p.code ?? '', p.name)
+  refreshWho()
+}
+/** The header names her scope as soon as its name is known. */
+function refreshWho() {
+  const s = session.get()
+  const code = s?.scope?.region_code
+  const el = $('.who .name')
+  if (el && code && names.has(code)) el.textContent = `${s.name ?? ''} · ${names.get(code)}`
 }
 function learnKids(region, k) {
   names.set(region, k.name)
+  queueMicrotask(refreshWho)
   kids.set(region, k.children.map((c) => ({ code: c.region, name: c.name })))
   for (const c of k.children) {
     names.set(c.region, c.name)
@@ -231,7 +240,7 @@ function childTable(k, period, sort) {
         <td class="n">${num(c.shares)}</td><td class="n">${num(c.active)}</td><td class="n">${pct(c.activity_rate)}</td></tr>`,
     )
     .join('')
-  return `<div class="table-wrap"><table class="children"><thead><tr><th>排名</th><th>地区</th><th>认证科普员</th><th>注册比例</th><th>传播量</th><th>活跃人数</th><th>活跃率</th></tr></thead><tbody>${rows}</tbody></table></div>`
+  return `<div class="table-wrap"><table class="children"><thead><tr><th class="n">排名</th><th>地区</th><th class="n">认证科普员</th><th class="n">注册比例</th><th class="n">传播量</th><th class="n">活跃人数</th><th class="n">活跃率</th></tr></thead><tbody>${rows}</tbody></table></div>`
 }
 
 async function renderOverview(ctx, view, region) {
@@ -396,7 +405,7 @@ async function renderLeaders(ctx, view, region, q) {
   let mode = { kind: 'top' } // or { kind: 'user', id }
   const rows = (entries, me) =>
     entries.length
-      ? `<div class="table-wrap"><table class="board"><thead><tr><th>排名</th><th>姓名</th><th>编号</th><th>地区</th><th>${metric === 'points' ? '积分' : '传播量'}</th><th>达到时间</th></tr></thead><tbody>${entries
+      ? `<div class="table-wrap"><table class="board"><thead><tr><th class="n">排名</th><th>姓名</th><th>编号</th><th>地区</th><th class="n">${metric === 'points' ? '积分' : '传播量'}</th><th>达到时间</th></tr></thead><tbody>${entries
           .map(
             (e) => `<tr data-user="${esc(e.user_id)}" class="${e.user_id === me ? 'me' : ''}"><td class="n rank">${e.rank}</td><td>${esc(e.name)}</td><td class="muted">${esc(e.user_id)}</td>
               <td>${esc(names.get(e.region_code ?? '') ?? e.region_code ?? '')}</td><td class="n score">${num(e.score)}</td><td class="muted">${esc(e.reached_at.slice(5, 16).replace('T', ' '))}</td></tr>`,
@@ -521,7 +530,7 @@ async function renderTasks(ctx, view, yearArg, q) {
     const late = d.units.filter((u) => u.behind).length
     $('#task-summary', view).textContent = `${d.units.length} 个单位${behind ? '' : `，其中 ${late} 个落后`}`
     $('#tasks', view).innerHTML = d.units.length
-      ? `<div class="table-wrap"><table class="tasks"><thead><tr><th>单位</th><th>骨干科普信息员</th><th>注册任务</th><th>传播量任务</th><th>状态</th></tr></thead><tbody>${d.units
+      ? `<div class="table-wrap"><table class="tasks"><thead><tr><th>单位</th><th class="n">骨干科普信息员</th><th>注册任务</th><th>传播量任务</th><th>状态</th></tr></thead><tbody>${d.units
           .map(
             (u) => `<tr class="${u.behind ? 'behind' : ''}" data-unit="${esc(u.unit.region_code ?? u.unit.institution_id ?? '')}"><td>${esc(u.name)}</td><td class="n">${num(u.core_members)}</td>
               <td>${progress(u.registrations, d.elapsed)}</td><td>${progress(u.shares, d.elapsed)}</td>

@@ -9,7 +9,7 @@ function niceMax(v) {
   return 10 * p
 }
 
-const fmt = (n) => (n >= 10000 ? `${(n / 10000).toFixed(n >= 100000 ? 0 : 1)}万` : String(Math.round(n)))
+const fmt = (n) => (n >= 10000 ? `${(n / 10000).toFixed(n >= 100000 ? 0 : 1)}万` : Number.isInteger(n) ? String(n) : n.toFixed(1))
 
 /**
  * Draws into `el`: kind 'line' or 'bar'; labels (x); series [{name, color, values}]. The first
@@ -33,7 +33,11 @@ export function drawChart(el, { kind = 'line', labels, series, height = 180 }) {
   }
   const every = Math.max(1, Math.ceil(n / Math.floor(iw / 56)))
   labels.forEach((l, i) => {
-    if (i % every === 0 || i === n - 1) parts.push(`<text x="${x(i)}" y="${H - 8}" text-anchor="middle" class="tick">${esc(l)}</text>`)
+    // Every `every`-th label, and the last one unless it would touch the one before it.
+    const show = i === n - 1 || (i % every === 0 && (n - 1 - i >= every || n - 1 - i === 0))
+    // The last label ends at the chart's edge instead of being cut by it.
+    const [tx, anchor] = i === n - 1 && n > 1 ? [Math.min(W - 2, x(i) + 12), 'end'] : [x(i), 'middle']
+    if (show) parts.push(`<text x="${tx}" y="${H - 8}" text-anchor="${anchor}" class="tick">${esc(l)}</text>`)
   })
   series.forEach((s, si) => {
     if (kind === 'bar' && si === 0) {
