@@ -25,7 +25,7 @@ beforeAll(async () => {
   server = await startRedis(dir, await freePort())
   redis = createRedis(server.url)
   defineUserStep(redis)
-  const u = (id: string) => ({ id, phone: '', real_name: id, region_code: '430623110', kind: '个人用户', institution_id: 'inst-x', certified_at: 0, created_at: 0, updated_at: 0 })
+  const u = (id: string) => ({ id, phone: '', real_name: id, region_code: '430623110', kind: '个人用户', institution_id: 'inst-x', certified_at: 0, ix: 1, created_at: 0, updated_at: 0 })
   await cacheUsers(redis, [u('A'), u('B'), u('C')])
 })
 afterAll(async () => {

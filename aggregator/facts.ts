@@ -10,6 +10,7 @@ export interface FactRow {
   stream_seq: number
   type: string
   user_id: string
+  user_ix: number
   app_id: string
   ts: string
   client_ts: string
@@ -44,6 +45,7 @@ export function eventFact(ev: StreamEvent, seq: number, d: Decision): FactRow {
     stream_seq: seq,
     type: ev.type,
     user_id: ev.user_id,
+    user_ix: d.user_ix,
     app_id: ev.app_id,
     ts: chTime(ev.ts),
     client_ts: chTime(ev.client_ts),
@@ -72,6 +74,7 @@ export function rejectedFact(r: RejectedEvent, seq: number): FactRow {
     stream_seq: seq,
     type: r.type.slice(0, 32),
     user_id: r.user_id,
+    user_ix: 0,
     app_id: r.app_id,
     ts: chTime(r.received_at),
     client_ts: chTime(r.received_at),

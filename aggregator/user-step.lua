@@ -1,5 +1,6 @@
 -- The per-user step: one atomic script in the user's hash slot.
--- KEYS[1]     u:{U}:i           the communicator (n name, r region, i institution, c certified_at ms)
+-- KEYS[1]     u:{U}:i           the communicator (n name, r region, i institution, c certified_at ms,
+--                                 x dense numeric index for the KPI bitmaps)
 -- KEYS[2..6]  u:{U}:<period>    the user's totals for the event's day, week, month, year, all
 --                               (s shares, sr shares reached_at, p points, pr points reached_at;
 --                                the day also holds n:<type> counters and ss, the sign-in streak)
@@ -27,8 +28,8 @@ local function totals(code)
 end
 
 local function reply(status, code, pts, streak, computed)
-  local info = redis.call('HMGET', KEYS[1], 'r', 'i')
-  local r = { status, code, tostring(pts), tostring(streak), info[1] or '', info[2] or '' }
+  local info = redis.call('HMGET', KEYS[1], 'r', 'i', 'x')
+  local r = { status, code, tostring(pts), tostring(streak), info[1] or '', info[2] or '', info[3] or '0' }
   for _, v in ipairs(computed or totals(status == 'dup' and '' or code)) do r[#r + 1] = v end
   return r
 end

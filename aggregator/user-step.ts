@@ -28,6 +28,8 @@ export interface Decision {
   streak: number
   region_code: string
   institution_id: string
+  /** The communicator's dense numeric index (0 when unknown), for the KPI rollups' bitmaps. */
+  user_ix: number
   /** The user's absolute totals after this event, for the board writes (counted events only). */
   totals: PeriodTotals[]
 }
@@ -93,13 +95,13 @@ export async function applyUserStep(redis: Redis, ev: StreamEvent, seq: number, 
 }
 
 function parseReply(r: string[], ev: StreamEvent): Decision {
-  const [status, code, pts, streak, region, inst] = r
+  const [status, code, pts, streak, region, inst, ix] = r
   const decision: DecisionCode = status === 'dup' ? 'duplicate' : CODES[code]
   const counted = decision === 'counted'
   const totals: PeriodTotals[] = []
   if (counted) {
     PERIODS.forEach((p, i) => {
-      const [s, sr, pp, pr] = r.slice(6 + i * 4, 10 + i * 4)
+      const [s, sr, pp, pr] = r.slice(7 + i * 4, 11 + i * 4)
       const range = periodRange(p, ev.ts)
       totals.push({
         period: p,
@@ -118,6 +120,7 @@ function parseReply(r: string[], ev: StreamEvent): Decision {
     streak: counted ? Number(streak) : 0,
     region_code: region,
     institution_id: inst,
+    user_ix: Number(ix) || 0,
     totals,
   }
 }

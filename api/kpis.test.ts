@@ -15,7 +15,7 @@ const tree = loadRegionTree()
 const now = Date.now()
 const CITY = '4306'
 const TOWNS = ['430623101', '430623110', '430624101', tree.children('430624')[1].code, tree.children('430626')[0].code]
-type U = { id: string; town: string; recent: boolean; shares: number; reads: number; signin: boolean }
+type U = { id: string; town: string; recent: boolean; shares: number; reads: number; signin: boolean; inst: string }
 const users: U[] = []
 const POP: Record<string, number> = { '4306': 5_000_000, '430623': 720_000, '430624': 650_000, [TOWNS[0]]: 40_000, [TOWNS[1]]: 52_000 }
 
@@ -26,10 +26,10 @@ beforeAll(async () => {
   for (const town of TOWNS)
     for (let i = 0; i < 3; i++) {
       n++
-      users.push({ id: `k${n}`, town, recent: n % 3 === 0, shares: (n * 7) % 25, reads: n % 4 === 0 ? 12 : n % 3, signin: n % 2 === 0 })
+      users.push({ id: `k${n}`, town, recent: n % 3 === 0, shares: (n * 7) % 25, reads: n % 4 === 0 ? 12 : n % 3, signin: n % 2 === 0, inst: ['', 'inst-a', 'inst-b', 'inst-c'][n % 4] })
     }
-  users.push({ id: 'k-big', town: TOWNS[1], recent: false, shares: 305, reads: 0, signin: false })
-  await s.importUsers(users.map((u, i) => ({ id: u.id, phone: `1390000${String(i).padStart(4, '0')}`, real_name: `人${i}`, region_code: u.town, certified_at: u.recent ? now - 60_000 : '2020-01-01' })))
+  users.push({ id: 'k-big', town: TOWNS[1], recent: false, shares: 305, reads: 0, signin: false, inst: 'inst-c' })
+  await s.importUsers(users.map((u, i) => ({ id: u.id, phone: `1390000${String(i).padStart(4, '0')}`, real_name: `人${i}`, region_code: u.town, ...(u.inst ? { institution_id: u.inst } : {}), certified_at: u.recent ? now - 60_000 : '2020-01-01' })))
   for (const [code, population] of Object.entries(POP)) expect((await s.call('PUT', `/v1/regions/${code}/population`, { body: { population, year: 2020 } })).status).toBe(200)
   const events: unknown[] = [share('nobody', now - 10)]
   for (const u of users) {
@@ -43,9 +43,9 @@ beforeAll(async () => {
 })
 afterAll(async () => s?.stop())
 
-/** What a region must show, recounted from the events sent. */
-function expected(prefix: string) {
-  const mine = users.filter((u) => u.town.startsWith(prefix))
+/** What a region (and optionally one institution in it) must show, recounted from the events sent. */
+function expected(prefix: string, inst?: string) {
+  const mine = users.filter((u) => u.town.startsWith(prefix) && (inst === undefined || u.inst === inst))
   const certified = mine.length
   const active = mine.filter((u) => u.shares || u.reads || u.signin).length
   const shares = mine.reduce((a, u) => a + Math.min(u.shares, 300), 0)
@@ -103,5 +103,47 @@ describe('GET /v1/rankings/regions', () => {
     }
     expect((await s.call('GET', `/v1/rankings/regions?parent=430623110`)).status).toBe(400)
     expect((await s.call('GET', `/v1/rankings/regions?parent=${CITY}`, { token: key })).status).toBe(403)
+  })
+})
+
+describe('GET /v1/rankings/institutions', () => {
+  it('ranks the institutions of a region by their communicators there, as the recount says', async () => {
+    for (const [region, metric] of [[CITY, 'shares'], ['430623', 'activity_rate'], [CITY, 'certified']] as const) {
+      const r = await s.call('GET', `/v1/rankings/institutions?region=${region}&metric=${metric}&period=day&date=${isoDay(now)}`)
+      expect(r.status).toBe(200)
+      const insts = [...new Set(users.filter((u) => u.inst && u.town.startsWith(region)).map((u) => u.inst))]
+      const want = insts
+        .map((i) => ({ i, e: expected(region, i) }))
+        .map(({ i, e }) => ({ i, e, v: e[metric] }))
+        .sort((a, b) => (b.v ?? -1) - (a.v ?? -1) || a.i.localeCompare(b.i))
+      expect(r.json.total).toBe(want.length)
+      expect(r.json.entries.map((x: any) => [x.rank, x.institution_id, x.value, x.shares, x.active, x.certified, x.points])).toEqual(
+        want.map((w, k) => [k + 1, w.i, w.v, w.e.shares, w.e.active, w.e.certified, w.e.points]),
+      )
+    }
+    expect((await s.call('GET', '/v1/rankings/institutions?region=4306&metric=points')).status).toBe(400)
+    expect((await s.call('GET', '/v1/rankings/institutions?region=4306', { token: key })).status).toBe(403)
+  })
+})
+
+describe('registration facts', () => {
+  it('moves a communicator re-imported into another county, retracting what was recorded', async () => {
+    const day = isoDay(now)
+    const kpi = async (region: string) => (await s.call('GET', `/v1/kpis?region=${region}&from=${day}&to=${day}`)).json
+    const before = { a: await kpi('430623'), b: await kpi('430626') }
+    const u = users.find((x) => x.town.startsWith('430623') && !x.recent)!
+    const target = TOWNS[4] // a town of 430626
+    const i = users.indexOf(u)
+    expect(await s.importUsers([{ id: u.id, phone: `1390000${String(i).padStart(4, '0')}`, real_name: `人${i}`, region_code: target, certified_at: '2020-01-01' }])).toMatchObject({ created: 0, updated: 1 })
+    const after = { a: await kpi('430623'), b: await kpi('430626') }
+    expect(after.a.certified).toBe(before.a.certified - 1)
+    expect(after.b.certified).toBe(before.b.certified + 1)
+    expect((await kpi(CITY)).certified).toBe(users.length)
+    // The same roster again records nothing new.
+    const rows = async () => (await (await s.deps.ch.query({ query: `SELECT delta, region_code FROM registrations WHERE user_id = {id:String} ORDER BY recorded_at, delta`, query_params: { id: u.id }, format: 'JSONEachRow' })).json()) as { delta: number; region_code: string }[]
+    const facts = await rows()
+    expect(facts).toEqual([{ delta: 1, region_code: u.town }, { delta: -1, region_code: u.town }, { delta: 1, region_code: target }])
+    await s.importUsers([{ id: u.id, phone: `1390000${String(i).padStart(4, '0')}`, real_name: `人${i}`, region_code: target, certified_at: '2020-01-01' }])
+    expect(await rows()).toEqual(facts)
   })
 })

@@ -1,7 +1,7 @@
 /**
  * KPI benchmark: loads N facts (default 10,000,000) and their communicators into a fresh embedded
  * ClickHouse with SQL (`INSERT … SELECT … FROM numbers()`, so the materialized view builds the
- * rollup exactly as live inserts do), prints how long loading took, then times the query function
+ * rollups exactly as live inserts do), prints how long loading took, then times the query function
  * behind GET /v1/kpis (regionKpis, the same SQL) for a province drill-down (湖南 43 → its cities)
  * and a city drill-down (岳阳 4306 → its counties) over a day, 30 days and a year: p50/p99.
  * HTTP is not in these figures (see `npm run bench` for the HTTP read paths).
@@ -44,6 +44,10 @@ await ch.command({
   query: `INSERT INTO users SELECT concat('bu', toString(number)), '', '', ${townsSql}[number % ${towns.length} + 1], '个人用户', concat('inst', toString(number % 500)),
           fromUnixTimestamp64Milli(toInt64(${today} - (number % 730) * 86400000)), now64(3) FROM numbers(${USERS})`,
 })
+// Their registration facts, as an import records them (the rollup registrations_daily follows).
+await ch.command({
+  query: `INSERT INTO registrations SELECT id, 1, 1, region_code, institution_id, assumeNotNull(certified_at), toDate(assumeNotNull(certified_at)), 'bench', now64(3) FROM users`,
+})
 const CHUNK = 2_000_000
 for (let off = 0; off < FACTS; off += CHUNK) {
   const n = Math.min(CHUNK, FACTS - off)
@@ -51,7 +55,7 @@ for (let off = 0; off < FACTS; off += CHUNK) {
     query: `INSERT INTO facts SELECT
         concat('e', toString(number)) AS event_id, number + 1 AS stream_seq,
         if(number % 10 < 8, 'share_back', 'read') AS type,
-        concat('bu', toString(number % ${USERS})) AS user_id, 'bench' AS app_id,
+        concat('bu', toString(number % ${USERS})) AS user_id, toUInt32(number % ${USERS} + 1) AS user_ix, 'bench' AS app_id,
         fromUnixTimestamp64Milli(toInt64(${today} - (number % 365) * 86400000 + (number % 86400) * 1000)) AS ts, ts AS client_ts, NULL AS sent_at, ts AS received_at,
         toDate(ts, 'Asia/Shanghai') AS day,
         if(number % 50 = 0, 'capped', 'counted') AS decision, '' AS reason,

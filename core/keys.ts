@@ -16,7 +16,7 @@ export const keys = {
 export const DERIVED_PATTERNS = ['u:*', 'b:*', 'm:*']
 
 export function infoFields(u: User): Record<string, string> {
-  return { n: u.real_name, r: u.region_code, i: u.institution_id, c: String(u.certified_at) }
+  return { n: u.real_name, r: u.region_code, i: u.institution_id, c: String(u.certified_at), x: String(u.ix ?? 0) }
 }
 
 export async function cacheUsers(redis: Redis, users: User[]): Promise<void> {

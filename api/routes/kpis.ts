@@ -9,10 +9,10 @@ import { mustCover } from '../middleware/scope/index.ts'
 import { errorResponses } from '../schemas.ts'
 
 /**
- * KPIs of a region and its children for a range of Shanghai days, from ClickHouse: activity, share
- * volume and points from the `activity_daily` rollup (a materialized view over the facts, so an
- * event counts within a flush of arriving), certified communicators and new registrations from the
- * communicators table, populations from the population store.
+ * KPIs of a region and its children for a range of Shanghai days, from ClickHouse rollups that
+ * materialized views keep as facts arrive (so an event counts within a flush of arriving): activity,
+ * share volume and points from `kpi_daily`/`kpi_monthly`, certified communicators and new
+ * registrations from `registrations_daily`; populations from the population store.
  */
 export interface KpiDeps {
   ch: ClickHouseClient
@@ -40,32 +40,68 @@ async function rows<T>(ch: ClickHouseClient, query: string, params: Record<strin
   return (await r.json()) as T[]
 }
 
-type Counts = { active: number; shares: number; points: number; certified: number; new_registrations: number }
+export type Counts = { active: number; shares: number; points: number; certified: number; new_registrations: number }
+export const NO_COUNTS: Counts = { active: 0, shares: 0, points: 0, certified: 0, new_registrations: 0 }
 
-/** Counts for the region itself (key = region) and for each child (key = child code). */
-async function counts(ch: ClickHouseClient, region: string, childLen: number | null, fromMs: number, toEndMs: number) {
-  const key = childLen ? 'substring(region_code, 1, {len:UInt8})' : '{r:String}'
-  const params = { r: region, len: childLen ?? 0, from: isoDay(fromMs), to: isoDay(toEndMs - 1), fromMs, toMs: toEndMs - 1 }
+/**
+ * [from, to] (inclusive Shanghai days, as YYYY-MM-DD) split into whole months, read from the
+ * monthly rollup, and the days before and after them, read from the daily one.
+ */
+export function splitRange(from: string, to: string): { days: [string, string][]; months: [string, string] | null } {
+  const monthStart = (d: string) => d.slice(0, 8) + '01'
+  const nextMonth = (d: string) => {
+    const [y, m] = d.split('-').map(Number)
+    return m === 12 ? `${y + 1}-01-01` : `${y}-${String(m + 1).padStart(2, '0')}-01`
+  }
+  const prevDay = (d: string) => isoDay(parseDay(d)! - DAY_MS)
+  const first = from === monthStart(from) ? from : nextMonth(from) // first whole month
+  const endOfTo = nextMonth(to) // the month after `to`'s
+  const last = prevDay(endOfTo) === to ? monthStart(to) : prevDay(monthStart(to)).slice(0, 8) + '01' // last whole month
+  if (first > to || last < first) return { days: [[from, to]], months: null }
+  const days: [string, string][] = []
+  if (from < first) days.push([from, prevDay(first)])
+  const afterLast = nextMonth(last)
+  if (afterLast <= to) days.push([afterLast, to])
+  return { days, months: [first, last] }
+}
+
+/**
+ * Counts per (region_code, institution_id) from the rollups, for rows already at those levels:
+ * `regions` are exact codes ('' = national); `institution` '' means all institutions, a value one
+ * institution, and null every institution separately. Inclusive days.
+ */
+export async function rollupCounts(ch: ClickHouseClient, regions: string[], institution: string | null, from: string, to: string): Promise<Map<string, Counts>> {
+  const { days, months } = splitRange(from, to)
+  const instWhere = institution === null ? "institution_id != ''" : 'institution_id = {inst:String}'
+  const dayWhere = days.length ? days.map((_, i) => `day BETWEEN {d${i}f:Date} AND {d${i}t:Date}`).join(' OR ') : '0'
+  const params: Record<string, unknown> = { codes: regions, inst: institution ?? '', from, to, mf: months?.[0] ?? '1970-01-01', mt: months?.[1] ?? '1970-01-01' }
+  days.forEach(([f, t], i) => Object.assign(params, { [`d${i}f`]: f, [`d${i}t`]: t }))
   const [act, reg] = await Promise.all([
-    rows<{ k: string; active: string; shares: string; points: string }>(
+    rows<{ r: string; i: string; active: string; shares: string; points: string }>(
       ch,
-      `SELECT ${key} AS k, uniqExactMerge(active) AS active, uniqExactMerge(shares) AS shares, sum(points) AS points
-       FROM activity_daily WHERE day BETWEEN {from:Date} AND {to:Date} AND startsWith(region_code, {r:String}) GROUP BY k`,
+      `SELECT r, i, groupBitmapMerge(active) AS active, groupBitmapMerge(shares) AS shares, sum(points) AS points FROM (
+         SELECT region_code AS r, institution_id AS i, active, shares, points FROM kpi_daily
+          WHERE region_code IN {codes:Array(String)} AND ${instWhere} AND (${dayWhere})
+         UNION ALL
+         SELECT region_code AS r, institution_id AS i, active, shares, points FROM kpi_monthly
+          WHERE region_code IN {codes:Array(String)} AND ${instWhere} AND ${months ? 'month BETWEEN {mf:Date} AND {mt:Date}' : '0'}
+       ) GROUP BY r, i`,
       params,
     ),
-    rows<{ k: string; certified: string; fresh: string }>(
+    rows<{ r: string; i: string; certified: string; fresh: string }>(
       ch,
-      `SELECT ${key} AS k,
-              countIf(certified_at <= fromUnixTimestamp64Milli({toMs:Int64})) AS certified,
-              countIf(certified_at >= fromUnixTimestamp64Milli({fromMs:Int64}) AND certified_at <= fromUnixTimestamp64Milli({toMs:Int64})) AS fresh
-       FROM users FINAL WHERE startsWith(region_code, {r:String}) GROUP BY k`,
+      `SELECT region_code AS r, institution_id AS i, sumIf(delta, day <= {to:Date}) AS certified, sumIf(delta, day >= {from:Date} AND day <= {to:Date}) AS fresh
+       FROM registrations_daily WHERE region_code IN {codes:Array(String)} AND ${instWhere} GROUP BY r, i`,
       params,
     ),
   ])
   const out = new Map<string, Counts>()
-  const get = (k: string) => out.get(k) ?? (out.set(k, { active: 0, shares: 0, points: 0, certified: 0, new_registrations: 0 }), out.get(k)!)
-  for (const a of act) Object.assign(get(a.k), { active: Number(a.active), shares: Number(a.shares), points: Number(a.points) })
-  for (const r of reg) Object.assign(get(r.k), { certified: Number(r.certified), new_registrations: Number(r.fresh) })
+  const get = (r: string, i: string) => {
+    const k = `${r}|${i}`
+    return out.get(k) ?? (out.set(k, { ...NO_COUNTS }), out.get(k)!)
+  }
+  for (const a of act) Object.assign(get(a.r, a.i), { active: Number(a.active), shares: Number(a.shares), points: Number(a.points) })
+  for (const r of reg) Object.assign(get(r.r, r.i), { certified: Number(r.certified), new_registrations: Number(r.fresh) })
   return out
 }
 
@@ -75,9 +111,10 @@ export type RegionKpi = z.infer<typeof Kpi>
 export async function regionKpis(deps: KpiDeps, region: string, fromMs: number, toEndMs: number): Promise<{ top: RegionKpi; children: RegionKpi[] }> {
   const year = Number(isoDay(toEndMs - 1).slice(0, 4))
   const childLen = CHILD_LEN[region.length] ?? null
-  const [self, kids] = await Promise.all([counts(deps.ch, region, null, fromMs, toEndMs), childLen ? counts(deps.ch, region, childLen, fromMs, toEndMs) : null])
+  const kidRegions = childLen ? deps.tree.children(region || null) : []
+  const counted = await rollupCounts(deps.ch, [region, ...kidRegions.map((r) => r.code)], '', isoDay(fromMs), isoDay(toEndMs - 1))
   const kpi = async (code: string, name: string, n: Counts | undefined): Promise<RegionKpi> => {
-    const c0 = n ?? { active: 0, shares: 0, points: 0, certified: 0, new_registrations: 0 }
+    const c0 = n ?? NO_COUNTS
     const pop = code ? (await deps.populations.of(code, year))?.population ?? null : null
     return {
       region: code || null,
@@ -92,9 +129,8 @@ export async function regionKpis(deps: KpiDeps, region: string, fromMs: number, 
       points: c0.points,
     }
   }
-  const kidRegions = childLen ? deps.tree.children(region || null) : []
-  const children = await Promise.all(kidRegions.map((r) => kpi(r.code, r.name, kids?.get(r.code))))
-  const top = await kpi(region, region ? deps.tree.get(region)!.name : '全国', self.get(region))
+  const children = await Promise.all(kidRegions.map((r) => kpi(r.code, r.name, counted.get(`${r.code}|`))))
+  const top = await kpi(region, region ? deps.tree.get(region)!.name : '全国', counted.get(`${region}|`))
   if (!region && children.length && children.every((k) => k.population !== null)) {
     // The country: the sum of its provinces.
     top.population = children.reduce((a, k) => a + k.population!, 0)

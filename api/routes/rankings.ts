@@ -4,9 +4,31 @@ import { DAY_MS, isoDay, parseDay, periodRange, PERIODS, type Period } from '../
 import { requireStaff, type AuthEnv } from '../middleware/auth/index.ts'
 import { mustCover } from '../middleware/scope/index.ts'
 import { errorResponses } from '../schemas.ts'
-import { defaultRegion, Kpi, regionKpis, type KpiDeps } from './kpis.ts'
+import { defaultRegion, Kpi, regionKpis, rollupCounts, type KpiDeps } from './kpis.ts'
 
 const METRICS = ['shares', 'registration_ratio', 'activity_rate'] as const
+const INST_METRICS = ['shares', 'activity_rate', 'certified', 'new_registrations'] as const
+
+/** The day range of a period containing `date` (default today); `all` ends tomorrow. */
+function periodDays(period: Period, date: string | undefined): { fromMs: number; toEndMs: number } {
+  const at = date === undefined ? Date.now() : parseDay(date)
+  if (at === null) throw badRequest('date: must be a day YYYY-MM-DD')
+  const range = periodRange(period, at)
+  const toEndMs = Number.isFinite(range.endMs) ? range.endMs : Date.now() - (Date.now() % DAY_MS) + 2 * DAY_MS
+  return { fromMs: range.startMs, toEndMs }
+}
+
+/** Sorts by value descending; unknown values last; ties by key. */
+function rank<T>(items: T[], value: (t: T) => number | null, key: (t: T) => string): (T & { rank: number; value: number | null })[] {
+  return [...items]
+    .sort((a, b) => {
+      const va = value(a)
+      const vb = value(b)
+      if (va === null || vb === null) return va === vb ? key(a).localeCompare(key(b)) : va === null ? 1 : -1
+      return vb - va || key(a).localeCompare(key(b))
+    })
+    .map((t, i) => ({ ...t, rank: i + 1, value: value(t) }))
+}
 
 /** The child regions of a parent ranked by share volume, registration ratio or activity rate for a period. */
 export function mountRankings(app: OpenAPIHono<AuthEnv>, deps: KpiDeps) {
@@ -49,25 +71,71 @@ export function mountRankings(app: OpenAPIHono<AuthEnv>, deps: KpiDeps) {
       if (!deps.tree.get(parent)) throw notFound(`region ${parent} is not a GB/T 2260 division`)
     } else mustCover(p, { national: true })
     if (parent.length === 9) throw badRequest('parent: a town has no child regions')
-    const at = q.date === undefined ? Date.now() : parseDay(q.date)
-    if (at === null) throw badRequest('date: must be a day YYYY-MM-DD')
-    const range = periodRange(q.period, at)
-    const toEnd = Number.isFinite(range.endMs) ? range.endMs : Date.now() - (Date.now() % DAY_MS) + 2 * DAY_MS
-    const { children } = await regionKpis(deps, parent, range.startMs, toEnd)
-    const value = (k: (typeof children)[number]) => k[q.metric]
-    const sorted = [...children].sort((a, b) => {
-      const va = value(a)
-      const vb = value(b)
-      if (va === null || vb === null) return va === vb ? a.region!.localeCompare(b.region!) : va === null ? 1 : -1
-      return vb - va || a.region!.localeCompare(b.region!)
-    })
+    const { fromMs, toEndMs } = periodDays(q.period, q.date)
+    const { children } = await regionKpis(deps, parent, fromMs, toEndMs)
     return c.json({
       parent: parent || null,
       metric: q.metric,
       period: q.period,
-      from: isoDay(range.startMs),
-      to: isoDay(toEnd - 1),
-      entries: sorted.map((k, i) => ({ ...k, rank: i + 1, value: value(k) })),
+      from: isoDay(fromMs),
+      to: isoDay(toEndMs - 1),
+      entries: rank(children, (k) => k[q.metric], (k) => k.region!),
     }, 200)
+  })
+}
+
+const InstitutionEntry = z.object({
+  rank: z.number().int(),
+  institution_id: z.string(),
+  certified: z.number().int(),
+  new_registrations: z.number().int(),
+  shares: z.number().int(),
+  active: z.number().int(),
+  activity_rate: z.number().nullable(),
+  points: z.number().int(),
+  value: z.number().nullable(),
+})
+
+/** Institutions within a region ranked the same way (by their communicators in that region). */
+export function mountInstitutionRankings(app: OpenAPIHono<AuthEnv>, deps: KpiDeps) {
+  const route = createRoute({
+    method: 'get',
+    path: '/v1/rankings/institutions',
+    summary: 'Institutions ranked within a region (default: your scope; national for operators) for a period',
+    description: 'Counts an institution’s communicators of that region only. Institutions with certified communicators or activity in the region are listed; unknown values rank last, ties by id.',
+    security: [{ bearer: [] }],
+    middleware: [requireStaff()] as const,
+    request: {
+      query: z.object({
+        region: z.string().regex(/^(\d{2}|\d{4}|\d{6}|\d{9})$/, 'must be a GB/T 2260 code').optional(),
+        metric: z.enum(INST_METRICS).default('shares'),
+        period: z.enum(PERIODS as [Period, ...Period[]]).default('day'),
+        date: z.string().optional(),
+        limit: z.coerce.number().int().min(1).max(1000).default(100),
+      }),
+    },
+    responses: {
+      200: {
+        description: 'Ranked institutions',
+        content: { 'application/json': { schema: z.object({ region: z.string().nullable(), metric: z.string(), period: z.string(), from: z.string(), to: z.string(), total: z.number().int(), entries: z.array(InstitutionEntry) }) } },
+      },
+      ...errorResponses(400, 401, 403, 404),
+    },
+  })
+  app.openapi(route, async (c) => {
+    const q = c.req.valid('query')
+    const p = c.get('principal')
+    const region = q.region ?? defaultRegion(p)
+    if (region) {
+      mustCover(p, { region_code: region })
+      if (!deps.tree.get(region)) throw notFound(`region ${region} is not a GB/T 2260 division`)
+    } else mustCover(p, { national: true })
+    const { fromMs, toEndMs } = periodDays(q.period, q.date)
+    const counts = await rollupCounts(deps.ch, [region], null, isoDay(fromMs), isoDay(toEndMs - 1))
+    const items = [...counts.entries()]
+      .map(([k, n]) => ({ institution_id: k.slice(k.indexOf('|') + 1), ...n, activity_rate: n.certified ? n.active / n.certified : null }))
+      .filter((x) => x.certified > 0 || x.active > 0)
+    const ranked = rank(items, (x) => x[q.metric], (x) => x.institution_id)
+    return c.json({ region: region || null, metric: q.metric, period: q.period, from: isoDay(fromMs), to: isoDay(toEndMs - 1), total: ranked.length, entries: ranked.slice(0, q.limit) }, 200)
   })
 }

@@ -5,6 +5,7 @@ import { badRequest } from '../../core/errors.ts'
 import type { RegionTree } from '../../core/regions.ts'
 import type { Task, TaskStore, Unit } from '../../core/store/tasks.ts'
 import { shanghaiMidnight } from '../../core/time.ts'
+import { NO_COUNTS, rollupCounts, type Counts } from './kpis.ts'
 import { requireStaff, type AuthEnv, type Principal } from '../middleware/auth/index.ts'
 import { limitBody } from '../middleware/body-limit/index.ts'
 import { covers } from '../middleware/scope/index.ts'
@@ -92,19 +93,18 @@ function csvRow(r: Record<string, string>): Record<string, unknown> {
   return out
 }
 
-async function doneFor(ch: ClickHouseClient, unit: Unit, fromMs: number, toMs: number, toDay: string, fromDay: string) {
-  const where = 'region_code' in unit ? 'startsWith(region_code, {v:String})' : 'institution_id = {v:String}'
-  const v = 'region_code' in unit ? unit.region_code : unit.institution_id
-  const [a, u] = await Promise.all([
-    ch.query({ query: `SELECT uniqExactMerge(shares) AS n FROM activity_daily WHERE day BETWEEN {from:Date} AND {to:Date} AND ${where}`, query_params: { v, from: fromDay, to: toDay }, format: 'JSONEachRow' }),
-    ch.query({
-      query: `SELECT count() AS n FROM users FINAL WHERE ${where} AND certified_at >= fromUnixTimestamp64Milli({fromMs:Int64}) AND certified_at < fromUnixTimestamp64Milli({toMs:Int64})`,
-      query_params: { v, fromMs, toMs },
-      format: 'JSONEachRow',
-    }),
+/** Registrations and shares done in the year by each unit: two rollup reads for all units together. */
+async function doneFor(ch: ClickHouseClient, units: Unit[], fromDay: string, toDay: string) {
+  const regions = units.flatMap((u) => ('region_code' in u ? [u.region_code] : []))
+  const hasInst = units.some((u) => 'institution_id' in u)
+  const [byRegion, byInst] = await Promise.all([
+    regions.length ? rollupCounts(ch, regions, '', fromDay, toDay) : new Map<string, Counts>(),
+    hasInst ? rollupCounts(ch, [''], null, fromDay, toDay) : new Map<string, Counts>(),
   ])
-  const n = async (r: typeof a) => Number(((await r.json()) as { n: string }[])[0]?.n ?? 0)
-  return { shares: await n(a), registrations: await n(u) }
+  return units.map((u) => {
+    const c = ('region_code' in u ? byRegion.get(`${u.region_code}|`) : byInst.get(`|${u.institution_id}`)) ?? NO_COUNTS
+    return { shares: c.shares, registrations: c.new_registrations }
+  })
 }
 
 export function mountTasks(app: OpenAPIHono<AuthEnv>, deps: TaskDeps) {
@@ -182,8 +182,9 @@ export function mountTasks(app: OpenAPIHono<AuthEnv>, deps: TaskDeps) {
       return { target, done, percent, on_schedule: percent === null || percent >= elapsed }
     }
     const units = []
-    for (const t of tasks) {
-      const d = await doneFor(deps.ch, t.unit, start, end, toDay, fromDay)
+    const done = await doneFor(deps.ch, tasks.map((t) => t.unit), fromDay, toDay)
+    for (const [i, t] of tasks.entries()) {
+      const d = done[i]
       const registrations = prog(t.registration_target, d.registrations)
       const shares = prog(t.share_target, d.shares)
       units.push({ unit: { ...t.unit } as Record<string, string>, name: t.name, core_members: t.core_members, registrations, shares, behind: !registrations.on_schedule || !shares.on_schedule })

@@ -6,6 +6,7 @@ import { ApiError, badRequest, forbidden, notFound } from '../../core/errors.ts'
 import { USER_ID } from '../../core/events.ts'
 import { cacheUsers, keys } from '../../core/keys.ts'
 import type { RegionTree } from '../../core/regions.ts'
+import { recordRegistrations } from '../../core/registrations.ts'
 import { chTime } from '../../core/schema.ts'
 import { PHONE, USER_KINDS, UserConflict, type User, type UserStore } from '../../core/store/users.ts'
 import { parseDay, parseInstant, shanghaiIso } from '../../core/time.ts'
@@ -101,7 +102,7 @@ export function mountUsers(app: OpenAPIHono<AuthEnv>, deps: UsersDeps) {
       if (rows.length > MAX_ROWS) throw new ApiError(413, 'too_many_rows', `at most ${MAX_ROWS} rows per request, got ${rows.length}`)
       const now = Date.now()
       const errors: z.infer<typeof ImportResult>['errors'] = []
-      const valid: { row: number; input: Omit<User, 'id' | 'created_at' | 'updated_at'> & { id?: string } }[] = []
+      const valid: { row: number; input: Omit<User, 'id' | 'ix' | 'created_at' | 'updated_at'> & { id?: string } }[] = []
       const seenPhones = new Map<string, number>()
       for (const { row, data } of rows) {
         const r = ImportRow.safeParse(data)
@@ -162,6 +163,7 @@ export function mountUsers(app: OpenAPIHono<AuthEnv>, deps: UsersDeps) {
             institution_id: u.institution_id, certified_at: chTime(u.certified_at), updated_at: chTime(u.updated_at),
           })),
         })
+        await recordRegistrations(deps.ch, stored, 'import')
       }
       errors.sort((a, b) => a.row - b.row)
       return c.json({ created, updated, errors }, 200)

@@ -6,7 +6,10 @@ import { USER_ID } from '../events.ts'
 /**
  * Communicators, durable in NATS JetStream KV (bucket `users`): `u.<id>` holds the profile and
  * `p.<phone>` the owner of a phone number, taken with `create` so that one phone maps to one
- * account even under concurrent writers. Profile updates are revision-checked.
+ * account even under concurrent writers. Profile updates are revision-checked. Each communicator also
+ * gets a dense numeric index `ix` (1, 2, 3, …, never reused), handed out in blocks from the counter
+ * `m.ix` with compare-and-set so that processes never share one: the KPI rollups count distinct
+ * active communicators as bitmaps of these indexes, which merge fast over long periods.
  */
 export const PHONE = z.string().regex(/^1[3-9]\d{9}$/, 'must be a mainland mobile number (11 digits, 1[3-9]…)')
 export const USER_KINDS = ['个人用户', '中国科协', '省级', '市级', '区县级', '乡镇街道'] as const
@@ -20,6 +23,8 @@ export interface User {
   institution_id: string
   /** Epoch ms; events before it do not count. */
   certified_at: number
+  /** Dense numeric index (≥ 1) for the KPI bitmaps; assigned at creation and never changed. */
+  ix: number
   created_at: number
   updated_at: number
 }
@@ -27,7 +32,7 @@ export interface User {
 export interface UserStore {
   get(id: string): Promise<User | null>
   /** Creates or updates by id (or by phone when no id). Returns the stored user and whether it is new. */
-  upsert(input: Omit<User, 'id' | 'created_at' | 'updated_at'> & { id?: string }): Promise<{ user: User; created: boolean }>
+  upsert(input: Omit<User, 'id' | 'ix' | 'created_at' | 'updated_at'> & { id?: string }): Promise<{ user: User; created: boolean; previous: User | null }>
   /** Every stored user, for rebuilding caches. */
   all(): AsyncIterable<User>
 }
@@ -46,7 +51,39 @@ export function newUserId(): string {
   return 'u' + randomBytes(9).toString('base64url').replace(/[^A-Za-z0-9]/g, 'x')
 }
 
+const IX_BLOCK = 256
+
+/** Hands out indexes from blocks reserved in the KV counter `m.ix` (compare-and-set). */
+function createIndexAllocator(kv: KV) {
+  let next = 0
+  let end = 0
+  let reserving: Promise<void> | null = null
+  async function reserve() {
+    for (;;) {
+      const e = await kv.get('m.ix')
+      const cur = e && e.operation === 'PUT' && e.value.length ? Number(dec.decode(e.value)) : 0
+      try {
+        if (e) await kv.update('m.ix', enc.encode(String(cur + IX_BLOCK)), e.revision)
+        else await kv.create('m.ix', enc.encode(String(IX_BLOCK)))
+      } catch {
+        continue // another process reserved a block in between
+      }
+      next = cur + 1
+      end = cur + IX_BLOCK
+      return
+    }
+  }
+  return async function allocate(): Promise<number> {
+    while (next === 0 || next > end) {
+      reserving ??= reserve().finally(() => (reserving = null))
+      await reserving
+    }
+    return next++
+  }
+}
+
 export function createUserStore(kv: KV): UserStore {
+  const allocateIx = createIndexAllocator(kv)
   async function get(id: string) {
     const e = await kv.get(`u.${id}`)
     return e && e.operation === 'PUT' && e.value.length ? { user: JSON.parse(dec.decode(e.value)) as User, rev: e.revision } : null
@@ -77,6 +114,7 @@ export function createUserStore(kv: KV): UserStore {
         const user: User = {
           ...input,
           id,
+          ix: existing?.user.ix || (await allocateIx()),
           created_at: existing?.user.created_at ?? now,
           updated_at: now,
         }
@@ -90,7 +128,7 @@ export function createUserStore(kv: KV): UserStore {
           const owner = await ownerOfPhone(existing.user.phone)
           if (owner === id) await kv.delete(`p.${existing.user.phone}`)
         }
-        return { user, created: !existing }
+        return { user, created: !existing, previous: existing?.user ?? null }
       }
       throw new UserConflict('conflict', 'communicator was changed concurrently; retry')
     },
