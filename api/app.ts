@@ -13,8 +13,9 @@ import { mountApps } from './routes/apps.ts'
 import { mountOfficials } from './routes/officials.ts'
 import { mountPopulations } from './routes/populations.ts'
 import { mountKpis } from './routes/kpis.ts'
-import { mountRankings } from './routes/rankings.ts'
+import { mountInstitutionRankings, mountRankings } from './routes/rankings.ts'
 import { mountTasks } from './routes/tasks.ts'
+import { mountCampaigns } from './routes/campaigns.ts'
 import { createSessions } from './middleware/auth/sessions.ts'
 import { mountHealth } from './routes/health.ts'
 import { mountLeaderboards } from './routes/leaderboards.ts'
@@ -68,7 +69,9 @@ export function createApp(config: Config, deps: Deps & { adminToken: string; agg
     mountPopulations(app, deps)
     mountKpis(app, deps)
     mountRankings(app, deps)
+    mountInstitutionRankings(app, deps)
     mountTasks(app, deps)
+    mountCampaigns(app, deps)
     mountLeaderboards(app, deps)
     mountTrend(app, deps)
     mountLive(app, deps, { subject: SUBJECT_LIVE(config.nats.stream) })

@@ -16,6 +16,7 @@ import { createUserStore, type UserStore } from './store/users.ts'
 import { createOfficialStore, type OfficialStore } from './store/officials.ts'
 import { createPopulationStore, type PopulationStore } from './store/populations.ts'
 import { createTaskStore, type TaskStore } from './store/tasks.ts'
+import { createCampaignStore, type CampaignStore } from './store/campaigns.ts'
 
 /** Everything a tier needs, built once per process and passed in. */
 export interface Deps {
@@ -30,6 +31,7 @@ export interface Deps {
   officials: OfficialStore
   populations: PopulationStore
   tasks: TaskStore
+  campaigns: CampaignStore
   tree: RegionTree
   metrics: Metrics
   /** False while the NATS connection is down: ingest answers 503 at once. */
@@ -56,12 +58,13 @@ export async function connectDeps(config: Config, urls: { redis: string; nats: s
   const js = jetstream(nc, { timeout: 5000 })
   const jsm = await jetstreamManager(nc)
   const kvm = new Kvm(nc)
-  const [appsKv, usersKv, officialsKv, populationsKv, tasksKv] = await Promise.all([
+  const [appsKv, usersKv, officialsKv, populationsKv, tasksKv, campaignsKv] = await Promise.all([
     kvm.create('apps', { history: 1 }),
     kvm.create('users', { history: 1 }),
     kvm.create('officials', { history: 1 }),
     kvm.create('populations', { history: 1 }),
     kvm.create('tasks', { history: 1 }),
+    kvm.create('campaigns', { history: 1 }),
   ])
   const ch = await createClickHouse({ url: config.clickhouse.url, dataDir: config.dataDir })
   await migrate(ch)
@@ -77,6 +80,7 @@ export async function connectDeps(config: Config, urls: { redis: string; nats: s
     officials: createOfficialStore(officialsKv),
     populations: createPopulationStore(populationsKv),
     tasks: createTaskStore(tasksKv),
+    campaigns: createCampaignStore(campaignsKv),
     tree: loadRegionTree(),
     metrics: createMetrics(),
     natsUp: () => natsUp && !nc.isClosed(),
