@@ -1,6 +1,9 @@
 import type { Redis, Result } from 'ioredis'
 import type { RegionTree } from '../core/regions.ts'
-import { boardKey, PERIOD_TTL_S, packScore, scopesOf, type Metric } from '../core/scoring.ts'
+import { keys } from '../core/keys.ts'
+import { boardKey, packCampaignScore, PERIOD_TTL_S, packScore, scopesOf, type Metric } from '../core/scoring.ts'
+import type { Campaign } from '../core/store/campaigns.ts'
+import { CAMPAIGN_KEEP_S } from './campaigns.ts'
 import type { Period } from '../core/time.ts'
 import type { Decision } from './user-step.ts'
 
@@ -13,10 +16,12 @@ export interface BoardWrite {
   key: string
   score: number
   member: string
-  period: Period
+  /** Period boards expire by their period; campaign boards (period null) at expireAtS. */
+  period: Period | null
+  expireAtS?: number
 }
 
-export function boardWrites(userId: string, d: Decision, tree: RegionTree): BoardWrite[] {
+export function boardWrites(userId: string, d: Decision, tree: RegionTree, campaign: (id: string) => Campaign | undefined = () => undefined): BoardWrite[] {
   if (d.decision !== 'counted' || !d.region_code) return []
   const lineage = tree.lineage(d.region_code).map((r) => r.code)
   const scopes = scopesOf(lineage.length ? lineage : [d.region_code], d.institution_id)
@@ -34,6 +39,14 @@ export function boardWrites(userId: string, d: Decision, tree: RegionTree): Boar
       const score = packScore(t.period, t.startMs, v.count, v.reachedAt)
       for (const s of scopes) out.push({ key: boardKey(m, s, t.key), score, member: userId, period: t.period })
     }
+  }
+  // Each campaign's board holds its metric only.
+  for (const ct of d.campaigns) {
+    const c = campaign(ct.id)
+    if (!c || !metrics.includes(c.metric)) continue
+    const v = ct[c.metric]
+    if (!v) continue
+    out.push({ key: keys.campaignBoard(c.id), score: packCampaignScore(c, v.count, v.reachedAt), member: userId, period: null, expireAtS: Math.ceil(c.cutoff_at / 1000) + CAMPAIGN_KEEP_S })
   }
   return out
 }
@@ -81,11 +94,11 @@ export function createBoardWriter(redis: Redis, opts: { cluster?: boolean } = {}
       for (const [member, list] of byMember) ops.push(redis.writeBoards(list.length, ...list.map((w) => w.key), member, ...list.map((w) => w.score)))
     }
     for (const w of ws) {
-      const ttl = PERIOD_TTL_S[w.period]
-      if (ttl && !expiring.has(w.key)) {
+      const ttl = w.period ? PERIOD_TTL_S[w.period] : null
+      if ((ttl || w.expireAtS) && !expiring.has(w.key)) {
         if (expiring.size > 200_000) expiring.clear()
         expiring.add(w.key)
-        ops.push(redis.expire(w.key, ttl, 'NX'))
+        ops.push(ttl ? redis.expire(w.key, ttl, 'NX') : redis.expireat(w.key, w.expireAtS!, 'NX'))
       }
     }
     await Promise.all(ops)

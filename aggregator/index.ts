@@ -12,6 +12,9 @@ import type { RegionTree } from '../core/regions.ts'
 import type { UserStore } from '../core/store/users.ts'
 import { CONSUMER, ensureConsumer, ensureStream, SUBJECT_LIVE, type LiveNotice } from '../core/stream.ts'
 import { boardWrites, coalesce, createBoardWriter, type BoardWrite } from './boards.ts'
+import { createCampaignFeed } from './campaigns.ts'
+import { createCampaignJobs, type CampaignJobs } from './campaign-jobs.ts'
+import type { CampaignStore } from '../core/store/campaigns.ts'
 import { eventFact, insertFacts, rejectedFact, type FactRow } from './facts.ts'
 import { rebuildRedis, redisIsStale } from './rebuild.ts'
 import { applyUserStep, dedupeWindow, defineUserStep } from './user-step.ts'
@@ -24,6 +27,7 @@ export interface AggregatorDeps {
   jsm: JetStreamManager
   ch: ClickHouseClient
   users: UserStore
+  campaigns: CampaignStore
   tree: RegionTree
   log: Logger
   metrics: Metrics
@@ -36,6 +40,8 @@ export interface Aggregator {
   rebuild(): Promise<void>
   /** 'flushed' (rows: number) after facts are stored and their messages acked. */
   events: EventEmitter
+  /** Campaign backfills and settlements (run by every aggregator; leases make each run once). */
+  jobs: CampaignJobs
 }
 
 const MAX_BATCH = 1000
@@ -56,6 +62,8 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
   const { redis, js, jsm, ch, tree, log, metrics } = deps
   const win = dedupeWindow(config.events.maxAgeMs, config.events.maxFutureMs)
   const writeBoards = createBoardWriter(redis)
+  const feed = createCampaignFeed(deps.campaigns)
+  const jobs = createCampaignJobs({ redis, ch, jsm, campaigns: deps.campaigns, log, stream: config.nats.stream })
   const events = new EventEmitter()
   defineUserStep(redis)
 
@@ -90,21 +98,29 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
   }
 
   /** The chain for one message: decode → per-user step → its board writes and fact row. */
-  async function handle(m: JsMsg): Promise<{ fact: FactRow; writes: BoardWrite[] }> {
+  async function handle(m: JsMsg): Promise<{ fact: FactRow; writes: BoardWrite[]; pendingLive: string[] }> {
     const msg = decode(m)
-    if (msg.kind === 'rejected') return { fact: rejectedFact(msg, m.seq), writes: [] }
-    const d = await applyUserStep(redis, msg, m.seq, win)
+    if (msg.kind === 'rejected') return { fact: rejectedFact(msg, m.seq), writes: [], pendingLive: [] }
+    const candidates = feed.candidates(msg)
+    const d = await applyUserStep(redis, msg, m.seq, win, candidates)
     metrics.decisions.inc({ type: msg.type, decision: d.decision })
     if (d.decision === 'duplicate') metrics.eventsDuplicate.inc({ stage: 'aggregator' })
-    return { fact: eventFact(msg, m.seq, d), writes: boardWrites(msg.user_id, d, tree) }
+    // Campaigns still backfilling that this event was fed to live (the backfill skips such events).
+    const pendingLive = d.status === 'new' ? d.campaigns.filter((c) => candidates.find((x) => x.id === c.id)?.pending).map((c) => c.id) : []
+    return { fact: eventFact(msg, m.seq, d), writes: boardWrites(msg.user_id, d, tree, feed.get), pendingLive }
   }
 
   async function processBatch(batch: JsMsg[]): Promise<void> {
     metrics.batchSize.observe(batch.length)
     let rows: FactRow[]
     try {
+      // After the pull, before any step: campaigns stored before these messages were published are known.
+      await feed.refresh()
       const handled = await Promise.all(batch.map(handle))
       rows = handled.map((h) => h.fact)
+      const live = new Map<string, Set<string>>()
+      handled.forEach((h, i) => h.pendingLive.forEach((id) => (live.get(id) ?? live.set(id, new Set()).get(id)!).add(rows[i].user_id)))
+      if (live.size) await Promise.all([...live].map(([id, users]) => redis.sadd(keys.campaignLive(id), ...users)))
       // Board writes of the whole batch, coalesced: per (board, user) only the best score matters.
       await writeBoards(coalesce(handled.flatMap((h) => h.writes)))
       const maxSeq = Math.max(...batch.map((m) => m.seq))
@@ -227,7 +243,7 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
     recovering ??= (async () => {
       log.warn('Redis lost its state: rebuilding from ClickHouse facts before counting resumes')
       await drain()
-      await rebuildRedis({ redis, ch, users: deps.users, tree, win, log })
+      await rebuildRedis({ redis, ch, users: deps.users, tree, win, log, campaigns: deps.campaigns })
       redisLost = false
       await resume()
     })().finally(() => (recovering = null))
@@ -245,27 +261,30 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
 
   return {
     events,
+    jobs,
     async start() {
       await ensureStream(jsm, config.nats)
       await ensureConsumer(jsm, config.nats.stream)
       const stale = await redisIsStale(redis, ch)
       if (stale) {
         log.warn({ reason: stale }, 'Redis is empty or stale: rebuilding from ClickHouse facts before counting')
-        await rebuildRedis({ redis, ch, users: deps.users, tree, win, log })
+        await rebuildRedis({ redis, ch, users: deps.users, tree, win, log, campaigns: deps.campaigns })
       }
       await resume()
       lagTimer = setInterval(() => void updateLag(), 5000)
       lagTimer.unref()
+      jobs.start()
       log.info({ stream: config.nats.stream, dedupeBuckets: win.buckets }, 'aggregator consuming')
     },
     async stop() {
       if (lagTimer) clearInterval(lagTimer)
+      await jobs.stop()
       await recovering
       await drain()
     },
     async rebuild() {
       await drain()
-      await rebuildRedis({ redis, ch, users: deps.users, tree, win, log })
+      await rebuildRedis({ redis, ch, users: deps.users, tree, win, log, campaigns: deps.campaigns })
       await resume()
     },
   }

@@ -7,6 +7,10 @@ import { boardKey, PERIOD_TTL_S, packScore, scopesOf, type Metric } from '../cor
 import type { User, UserStore } from '../core/store/users.ts'
 import { compactDay, isoDay, PERIODS, periodRange, type Period } from '../core/time.ts'
 import { fingerprint, type DedupeWindow } from './user-step.ts'
+import { campaignStatus, type CampaignStore } from '../core/store/campaigns.ts'
+import { packCampaignScore } from '../core/scoring.ts'
+import { factsWhere } from './campaign-jobs.ts'
+import { CAMPAIGN_KEEP_S } from './campaigns.ts'
 
 /**
  * Redis holds only derived state; ClickHouse facts are the record. This rebuilds every derived key
@@ -83,6 +87,8 @@ export async function rebuildRedis(deps: {
   tree: RegionTree
   win: DedupeWindow
   log: Logger
+  /** Campaigns not yet final get their totals and boards back too. */
+  campaigns?: CampaignStore
 }): Promise<void> {
   const { redis, ch, tree, win, log } = deps
   const t0 = Date.now()
@@ -194,7 +200,36 @@ export async function rebuildRedis(deps: {
   }
   log.info({ entries: dedupe }, 'rebuild: dedupe buckets written')
 
-  // 5. The applied-sequence mark: counting resumes after the last fact.
+  // 5. Campaigns still counting: each communicator's totals from the facts (marked backfilled, so a
+  // pending backfill adds nothing again), and the campaign's board.
+  for (const c of deps.campaigns ? await deps.campaigns.list() : []) {
+    const st = campaignStatus(c)
+    if (st === 'final' || st === 'cancelled') continue
+    const { where, params } = factsWhere(c)
+    const sums = await rows<{ user_id: string; s: string; sr: string; p: string; pr: string }>(
+      ch,
+      `SELECT user_id, toUInt64(sum(shares)) AS s, maxIf(toUnixTimestamp64Milli(ts), shares > 0) AS sr,
+              toUInt64(sum(points)) AS p, maxIf(toUnixTimestamp64Milli(ts), points > 0) AS pr
+       FROM facts FINAL WHERE ${where} GROUP BY user_id`,
+      params,
+    )
+    const expireAt = Math.ceil(c.cutoff_at / 1000) + CAMPAIGN_KEEP_S
+    for (const r of sums) {
+      const fields: Record<string, string> = { b: '1' }
+      if (Number(r.s) > 0) Object.assign(fields, { s: r.s, sr: r.sr })
+      if (Number(r.p) > 0) Object.assign(fields, { p: r.p, pr: r.pr })
+      const [count, reached] = c.metric === 'shares' ? [r.s, r.sr] : [r.p, r.pr]
+      await w.add((p) => {
+        p.hset(keys.campaignUser(r.user_id, c.id), fields)
+        p.expireat(keys.campaignUser(r.user_id, c.id), expireAt)
+        if (Number(count) > 0) p.zadd(keys.campaignBoard(c.id), packCampaignScore(c, Number(count), Number(reached)), r.user_id)
+      })
+    }
+    await w.add((p) => p.expireat(keys.campaignBoard(c.id), expireAt))
+    log.info({ campaign: c.id, users: sums.length }, 'rebuild: campaign totals and board written')
+  }
+
+  // 6. The applied-sequence mark: counting resumes after the last fact.
   const mark = await maxFactSeq(ch)
   await w.add((p) => p.set(keys.seq, String(mark)))
   await w.flush()

@@ -6,8 +6,14 @@
 --                                the day also holds n:<type> counters and ss, the sign-in streak)
 -- KEYS[7]     u:{U}:<day before> for the sign-in streak
 -- KEYS[8..]   u:{U}:x:<day>     dedupe buckets by receive day; KEYS[8] is the current one
+-- KEYS[8+nb..] u:{U}:k:<campaign> the user's totals in each candidate campaign (s, sr, p, pr as
+--                                for periods; l:<fingerprint> marks an event fed live while the
+--                                campaign's backfill is pending; b marks a backfilled user)
 -- ARGV: fingerprint, seq, type, ts, limit, pointsLimit, points, shares, isSignin, maxBonus,
---       bucketTtl, ttl d, w, m, y, a (0 = none), nBuckets
+--       bucketTtl, ttl d, w, m, y, a (0 = none), nBuckets, nCampaigns, then per campaign:
+--       region prefix ('' any), institution ('' any), pending ('1' while backfilling), expire-at (s)
+-- Candidate campaigns are those whose window holds the event time and whose cutoff is after its
+-- receipt; the script keeps those that hold the communicator (region prefix, institution).
 -- A decision is stored as "<seq>:<code><points>:<streak>". A message seen again with the same
 -- stream seq is a redelivery: its decision is repeated, never its effect. With another seq it is a
 -- resend of the same event id: a duplicate.
@@ -15,6 +21,7 @@ local fp, seq, etype, ts = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local limit, plimit, pts_each, shares = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local is_signin, max_bonus, bucket_ttl = ARGV[9] == '1', tonumber(ARGV[10]), tonumber(ARGV[11])
 local nb = tonumber(ARGV[17])
+local nc = tonumber(ARGV[18] or '0')
 
 local function totals(code)
   local out = {}
@@ -27,10 +34,35 @@ local function totals(code)
   return out
 end
 
-local function reply(status, code, pts, streak, computed)
+local function holds(j, region, inst)
+  local prefix, cinst = ARGV[19 + j * 4], ARGV[20 + j * 4]
+  return (prefix == '' or string.sub(region, 1, #prefix) == prefix) and (cinst == '' or cinst == inst)
+end
+
+-- Current totals of the campaigns that hold the communicator ('' for the others).
+local function campaign_totals(region, inst)
+  local out = {}
+  for j = 0, nc - 1 do
+    if holds(j, region, inst) then
+      local v = redis.call('HMGET', KEYS[8 + nb + j], 's', 'sr', 'p', 'pr')
+      for i = 1, 4 do out[#out + 1] = v[i] or '' end
+    else
+      for i = 1, 4 do out[#out + 1] = '' end
+    end
+  end
+  return out
+end
+
+-- Reply: status, code, points, streak, region, institution, index, 20 period values, then 4 per campaign.
+local function reply(status, code, pts, streak, computed, camp)
   local info = redis.call('HMGET', KEYS[1], 'r', 'i', 'x')
   local r = { status, code, tostring(pts), tostring(streak), info[1] or '', info[2] or '', info[3] or '0' }
   for _, v in ipairs(computed or totals(status == 'dup' and '' or code)) do r[#r + 1] = v end
+  while #r < 27 do r[#r + 1] = '' end
+  if camp == nil and status == 'repeat' and code == 'c' then camp = campaign_totals(info[1] or '', info[2] or '') end
+  for j = 0, nc - 1 do
+    for i = 1, 4 do r[#r + 1] = camp and camp[j * 4 + i] or '' end
+  end
   return r
 end
 
@@ -44,8 +76,8 @@ for i = 0, nb - 1 do
 end
 
 local code, pts, streak = 'c', 0, 0
-local computed = nil
-local info = redis.call('HMGET', KEYS[1], 'r', 'c')
+local computed, camp = nil, nil
+local info = redis.call('HMGET', KEYS[1], 'r', 'c', 'i')
 if not info[1] then
   code = 'u'
 elseif info[2] and info[2] ~= '' and tonumber(info[2]) > ts then
@@ -84,9 +116,36 @@ else
       local ttl = tonumber(ARGV[10 + i])
       if ttl > 0 then redis.call('EXPIRE', k, ttl, 'NX') end
     end
+    -- The campaigns that hold the communicator: the same addition to their totals.
+    camp = {}
+    for j = 0, nc - 1 do
+      if holds(j, info[1], info[3] or '') then
+        local k = KEYS[8 + nb + j]
+        local v = redis.call('HMGET', k, 's', 'sr', 'p', 'pr')
+        local upd = {}
+        if shares > 0 then
+          v[1] = tostring(tonumber(v[1] or '0') + shares)
+          if ts > tonumber(v[2] or '0') then v[2] = ARGV[4] end
+          upd[#upd + 1] = 's'; upd[#upd + 1] = v[1]; upd[#upd + 1] = 'sr'; upd[#upd + 1] = v[2]
+        end
+        if pts > 0 then
+          v[3] = tostring(tonumber(v[3] or '0') + pts)
+          if ts > tonumber(v[4] or '0') then v[4] = ARGV[4] end
+          upd[#upd + 1] = 'p'; upd[#upd + 1] = v[3]; upd[#upd + 1] = 'pr'; upd[#upd + 1] = v[4]
+        end
+        if ARGV[21 + j * 4] == '1' then upd[#upd + 1] = 'l:' .. fp; upd[#upd + 1] = '1' end
+        if #upd > 0 then
+          redis.call('HSET', k, unpack(upd))
+          redis.call('EXPIREAT', k, tonumber(ARGV[22 + j * 4]), 'NX')
+        end
+        for i = 1, 4 do camp[#camp + 1] = v[i] or '' end
+      else
+        for i = 1, 4 do camp[#camp + 1] = '' end
+      end
+    end
   end
 end
 
 redis.call('HSET', KEYS[8], fp, seq .. ':' .. code .. pts .. ':' .. streak)
 redis.call('EXPIRE', KEYS[8], bucket_ttl, 'NX')
-return reply('new', code, pts, streak, computed)
+return reply('new', code, pts, streak, computed, camp)

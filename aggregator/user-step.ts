@@ -19,6 +19,25 @@ export interface PeriodTotals {
   points: { count: number; reachedAt: number } | null
 }
 
+/** A campaign the event may count in (its window holds the event, its cutoff is after the receipt). */
+export interface CampaignArg {
+  id: string
+  /** Region prefix ('' = any region). */
+  prefix: string
+  /** Institution ('' = any). */
+  institution: string
+  /** While the campaign's backfill is pending, live feeds mark the event in the user's campaign hash. */
+  pending: boolean
+  /** Expiry of the user's campaign hash (epoch s). */
+  expireAtS: number
+}
+
+export interface CampaignTotals {
+  id: string
+  shares: { count: number; reachedAt: number } | null
+  points: { count: number; reachedAt: number } | null
+}
+
 export interface Decision {
   /** new: first time; repeat: a redelivery of the same message (same decision, no new effect). */
   status: 'new' | 'repeat' | 'dup'
@@ -32,6 +51,8 @@ export interface Decision {
   user_ix: number
   /** The user's absolute totals after this event, for the board writes (counted events only). */
   totals: PeriodTotals[]
+  /** The user's absolute totals in the campaigns that hold her (counted events only). */
+  campaigns: CampaignTotals[]
 }
 
 export interface DedupeWindow {
@@ -62,13 +83,14 @@ export function defineUserStep(redis: Redis): void {
 }
 
 /** Keys and arguments of the per-user step, exported for the benchmark's raw ceiling. */
-export function userStepArgs(ev: StreamEvent, seq: number, win: DedupeWindow): (string | Buffer | number)[] {
+export function userStepArgs(ev: StreamEvent, seq: number, win: DedupeWindow, campaigns: CampaignArg[] = []): (string | Buffer | number)[] {
   const ranges = PERIODS.map((p) => periodRange(p, ev.ts))
   const dayStart = ranges[0].startMs
   const k: string[] = [keys.info(ev.user_id)]
   for (const r of ranges) k.push(keys.period(ev.user_id, r.key))
   k.push(keys.period(ev.user_id, 'd' + compactDay(dayStart - DAY_MS)))
   for (let i = 0; i < win.buckets; i++) k.push(keys.dedupe(ev.user_id, compactDay(ev.received_at - i * DAY_MS)))
+  for (const c of campaigns) k.push(keys.campaignUser(ev.user_id, c.id))
   const rule = RULES[ev.type]
   return [
     k.length,
@@ -86,15 +108,19 @@ export function userStepArgs(ev: StreamEvent, seq: number, win: DedupeWindow): (
     win.ttlSeconds,
     ...PERIODS.map((p) => PERIOD_TTL_S[p] ?? 0),
     win.buckets,
+    campaigns.length,
+    ...campaigns.flatMap((c) => [c.prefix, c.institution, c.pending ? '1' : '0', c.expireAtS]),
   ]
 }
 
-export async function applyUserStep(redis: Redis, ev: StreamEvent, seq: number, win: DedupeWindow): Promise<Decision> {
-  const r = await redis.userStep(...userStepArgs(ev, seq, win))
-  return parseReply(r, ev)
+export async function applyUserStep(redis: Redis, ev: StreamEvent, seq: number, win: DedupeWindow, campaigns: CampaignArg[] = []): Promise<Decision> {
+  const r = await redis.userStep(...userStepArgs(ev, seq, win, campaigns))
+  return parseReply(r, ev, campaigns)
 }
 
-function parseReply(r: string[], ev: StreamEvent): Decision {
+const total = (count: string, reached: string) => (count ? { count: Number(count), reachedAt: Number(reached) } : null)
+
+function parseReply(r: string[], ev: StreamEvent, campaigns: CampaignArg[]): Decision {
   const [status, code, pts, streak, region, inst, ix] = r
   const decision: DecisionCode = status === 'dup' ? 'duplicate' : CODES[code]
   const counted = decision === 'counted'
@@ -112,6 +138,13 @@ function parseReply(r: string[], ev: StreamEvent): Decision {
       })
     })
   }
+  const camp: CampaignTotals[] = []
+  if (counted) {
+    campaigns.forEach((c, j) => {
+      const [s, sr, p, pr] = r.slice(27 + j * 4, 31 + j * 4)
+      if (s || p) camp.push({ id: c.id, shares: total(s, sr), points: total(p, pr) })
+    })
+  }
   return {
     status: status as Decision['status'],
     decision,
@@ -122,5 +155,6 @@ function parseReply(r: string[], ev: StreamEvent): Decision {
     institution_id: inst,
     user_ix: Number(ix) || 0,
     totals,
+    campaigns: camp,
   }
 }

@@ -16,6 +16,7 @@ import { mountKpis } from './routes/kpis.ts'
 import { mountInstitutionRankings, mountRankings } from './routes/rankings.ts'
 import { mountTasks } from './routes/tasks.ts'
 import { mountCampaigns } from './routes/campaigns.ts'
+import { createCampaignJobs } from '../aggregator/campaign-jobs.ts'
 import { createSessions } from './middleware/auth/sessions.ts'
 import { mountHealth } from './routes/health.ts'
 import { mountLeaderboards } from './routes/leaderboards.ts'
@@ -71,7 +72,7 @@ export function createApp(config: Config, deps: Deps & { adminToken: string; agg
     mountRankings(app, deps)
     mountInstitutionRankings(app, deps)
     mountTasks(app, deps)
-    mountCampaigns(app, deps)
+    mountCampaigns(app, { ...deps, jobs: createCampaignJobs({ redis: deps.redis, ch: deps.ch, jsm: deps.jsm, campaigns: deps.campaigns, log, stream: config.nats.stream }) })
     mountLeaderboards(app, deps)
     mountTrend(app, deps)
     mountLive(app, deps, { subject: SUBJECT_LIVE(config.nats.stream) })

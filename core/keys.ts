@@ -11,9 +11,15 @@ export const keys = {
   period: (u: string, periodKey: string) => `u:{${u}}:${periodKey}`,
   dedupe: (u: string, compactDay: string) => `u:{${u}}:x:${compactDay}`,
   seq: 'm:seq',
+  /** A communicator's totals in one campaign (in her hash slot). */
+  campaignUser: (u: string, campaignId: string) => `u:{${u}}:k:${campaignId}`,
+  /** A campaign's live board (sorted set of packed scores of its metric). */
+  campaignBoard: (campaignId: string) => `k:${campaignId}`,
+  /** Users fed live while a campaign's backfill was pending (they need an event-by-event backfill). */
+  campaignLive: (campaignId: string) => `k:${campaignId}:live`,
 }
 /** Key patterns rebuilt from facts (and so deleted before a rebuild). */
-export const DERIVED_PATTERNS = ['u:*', 'b:*', 'm:*']
+export const DERIVED_PATTERNS = ['u:*', 'b:*', 'm:*', 'k:*']
 
 export function infoFields(u: User): Record<string, string> {
   return { n: u.real_name, r: u.region_code, i: u.institution_id, c: String(u.certified_at), x: String(u.ix ?? 0) }

@@ -119,6 +119,22 @@ export const DDL = [
   ) ENGINE = SummingMergeTree
   ORDER BY (region_code, institution_id, day)
   SETTINGS index_granularity = 256`,
+  // Settled campaigns: the frozen standings, one row per ranked communicator, kept forever. A second
+  // settlement writes identical rows (same campaign, rank): ReplacingMergeTree folds them.
+  `CREATE TABLE IF NOT EXISTS campaign_results (
+    campaign_id String,
+    rank UInt32,
+    user_id String,
+    name String,
+    institution_id String,
+    region_code LowCardinality(String),
+    score UInt64,
+    reached_at DateTime64(3, 'Asia/Shanghai'),
+    eligible Bool,
+    prize String,
+    settled_at DateTime64(3, 'Asia/Shanghai')
+  ) ENGINE = ReplacingMergeTree
+  ORDER BY (campaign_id, rank)`,
   `CREATE MATERIALIZED VIEW IF NOT EXISTS registrations_daily_mv TO registrations_daily AS ${REG_SELECT}`,
 ]
 

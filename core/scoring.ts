@@ -88,3 +88,12 @@ export function scopesOf(lineage: string[], institutionId: string): BoardScope[]
   if (institutionId) out.push({ kind: 'institution', id: institutionId })
   return out
 }
+
+/** Campaign boards pack like a year (ms slots from the start) or, for windows over 366 days, like 'all'. */
+const campaignPacking = (startsAt: number, endsAt: number): Period => (endsAt - startsAt <= 366 * 86_400_000 ? 'year' : 'all')
+export function packCampaignScore(c: { starts_at: number; ends_at: number }, count: number, reachedAt: number): number {
+  return packScore(campaignPacking(c.starts_at, c.ends_at), c.starts_at, count, reachedAt)
+}
+export function unpackCampaignScore(c: { starts_at: number; ends_at: number }, stored: number): { count: number; reachedAt: number } {
+  return unpackScore(campaignPacking(c.starts_at, c.ends_at), c.starts_at, stored)
+}

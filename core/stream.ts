@@ -62,3 +62,23 @@ export async function ensureConsumer(jsm: JetStreamManager, stream: string) {
     await jsm.consumers.add(stream, config)
   }
 }
+
+/** The stream's last sequence: every message published before this call has a sequence ≤ it. */
+export async function lastSeq(jsm: JetStreamManager, stream: string): Promise<number> {
+  return (await jsm.streams.info(stream)).state.last_seq
+}
+
+/**
+ * Resolves once every message up to `seq` has been acked by the aggregators — and so, since they ack
+ * only after the facts are stored, once ClickHouse holds the facts of all of them. JetStream has no
+ * notification for this, so it asks every `everyMs` until `timeoutMs`; false on timeout.
+ */
+export async function waitForAcked(jsm: JetStreamManager, stream: string, seq: number, opts: { everyMs?: number; timeoutMs?: number } = {}): Promise<boolean> {
+  const deadline = Date.now() + (opts.timeoutMs ?? 60_000)
+  for (;;) {
+    const ci = await jsm.consumers.info(stream, CONSUMER)
+    if (ci.ack_floor.stream_seq >= seq || (ci.num_pending === 0 && ci.num_ack_pending === 0 && ci.delivered.stream_seq >= seq)) return true
+    if (Date.now() > deadline) return false
+    await new Promise((r) => setTimeout(r, opts.everyMs ?? 100))
+  }
+}

@@ -1,7 +1,15 @@
+import type { ClickHouseClient } from '@clickhouse/client'
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi'
+import type { Redis } from 'ioredis'
+import type { CampaignJobs } from '../../aggregator/campaign-jobs.ts'
+import { keys, readInfos } from '../../core/keys.ts'
+import { unpackCampaignScore } from '../../core/scoring.ts'
+import { prizeOf } from '../../core/store/campaigns.ts'
+import { maskPhone } from './users.ts'
+import { displayName, encodeCursor, pageBoard } from './leaderboards.ts'
 import { ApiError, badRequest, notFound } from '../../core/errors.ts'
 import type { RegionTree } from '../../core/regions.ts'
-import { campaignProblems, campaignStatus, CampaignConflict, Tier, type Campaign, type CampaignStore } from '../../core/store/campaigns.ts'
+import { campaignProblems, campaignStatus, CampaignConflict, Tier, type Campaign, type CampaignStore, type NewCampaign } from '../../core/store/campaigns.ts'
 import { DAY_MS, parseDay, parseInstant, shanghaiIso } from '../../core/time.ts'
 import { requireStaff, type AuthEnv, type Principal } from '../middleware/auth/index.ts'
 import { covers, mustCover, mustRead, type Target } from '../middleware/scope/index.ts'
@@ -15,6 +23,10 @@ import { errorResponses } from '../schemas.ts'
 export interface CampaignsDeps {
   campaigns: CampaignStore
   tree: RegionTree
+  redis: Redis
+  ch: ClickHouseClient
+  /** Settlement on request (the same job the aggregators run when a campaign's cutoff passes). */
+  jobs: Pick<CampaignJobs, 'settle'>
 }
 
 const STATUSES = ['scheduled', 'running', 'settling', 'final', 'cancelled'] as const
@@ -61,6 +73,8 @@ const CampaignOut = z.object({
   created_at: z.string(),
   cancelled_at: z.string().nullable(),
   settled_at: z.string().nullable(),
+  /** Adding what happened before the campaign was created: pending, then done. */
+  backfill: z.enum(['pending', 'done']),
 })
 
 export function campaignJson(c: Campaign, now = Date.now()): z.infer<typeof CampaignOut> {
@@ -70,6 +84,7 @@ export function campaignJson(c: Campaign, now = Date.now()): z.infer<typeof Camp
     top_n: c.top_n, tiers: c.tiers, grace_seconds: c.grace_seconds, status: campaignStatus(c, now),
     created_at: shanghaiIso(c.created_at), cancelled_at: c.cancelled_at === null ? null : shanghaiIso(c.cancelled_at),
     settled_at: c.settled_at === null ? null : shanghaiIso(c.settled_at),
+    backfill: c.backfilled_at === null ? 'pending' : 'done',
   }
 }
 
@@ -96,7 +111,7 @@ export async function visibleCampaign(deps: CampaignsDeps, p: Principal, id: str
   return c
 }
 
-function validated(deps: CampaignsDeps, p: Principal, body: z.infer<typeof CampaignInput>): Omit<Campaign, 'id' | 'created_at' | 'updated_at' | 'cancelled_at' | 'settled_at' | 'created_by'> {
+function validated(deps: CampaignsDeps, p: Principal, body: z.infer<typeof CampaignInput>): Omit<NewCampaign, 'created_by'> {
   if (body.region_code !== undefined && body.institution_id !== undefined) throw badRequest('give region_code or institution_id, not both')
   if (body.region_code !== undefined && !deps.tree.get(body.region_code)) throw badRequest(`region_code: ${body.region_code} is not a GB/T 2260 division`, 'unknown_region')
   const c = {
@@ -199,7 +214,7 @@ export function mountCampaigns(app: OpenAPIHono<AuthEnv>, deps: CampaignsDeps) {
     try {
       const saved = await deps.campaigns.update(cur.id, (now) => {
         if (campaignStatus(now) !== 'scheduled') throw new ApiError(409, 'already_started', 'a campaign can be edited only before it starts')
-        return { ...now, ...next }
+        return { ...now, ...next, cutoff_at: next.ends_at + next.grace_seconds * 1000 }
       })
       return c.json(campaignJson(saved), 200)
     } catch (e) {
@@ -226,5 +241,185 @@ export function mountCampaigns(app: OpenAPIHono<AuthEnv>, deps: CampaignsDeps) {
       return now.cancelled_at !== null ? now : { ...now, cancelled_at: Date.now() }
     })
     return c.json(campaignJson(saved), 200)
+  })
+
+  const Standing = z.object({
+    rank: z.number().int(),
+    user_id: z.string(),
+    name: z.string(),
+    institution_id: z.string().nullable(),
+    region_code: z.string().nullable(),
+    score: z.number().int(),
+    reached_at: z.string(),
+    eligible: z.boolean(),
+    prize: z.string().nullable(),
+  })
+  type Standing = z.infer<typeof Standing> & { _cursor: string }
+
+  /** Live entries from the campaign's board (Redis), ranks from `firstRank`. */
+  async function liveEntries(c: Campaign, flat: string[], firstRank: number, p: Principal): Promise<Standing[]> {
+    const pairs: [string, number][] = []
+    for (let i = 0; i < flat.length; i += 2) pairs.push([flat[i], Number(flat[i + 1])])
+    const infos = await readInfos(deps.redis, pairs.map(([u]) => u))
+    return pairs.map(([user_id, stored], i) => {
+      const { count, reachedAt } = unpackCampaignScore(c, stored)
+      const info = infos.get(user_id)
+      const rank = firstRank + i
+      const eligible = count >= c.min_score
+      return {
+        rank, user_id, name: info ? displayName(info.name, p) : '', institution_id: info?.institution_id ?? null, region_code: info?.region_code ?? null,
+        score: count, reached_at: shanghaiIso(reachedAt), eligible, prize: eligible && rank <= c.top_n ? prizeOf(c, rank) : null,
+        _cursor: encodeCursor(stored, user_id),
+      }
+    })
+  }
+
+  /** Frozen entries of a settled campaign (ClickHouse), ranks after `afterRank`. */
+  async function finalEntries(c: Campaign, afterRank: number, limit: number, p: Principal, only?: string[]): Promise<{ total: number; entries: Standing[] }> {
+    const where = only ? 'campaign_id = {id:String} AND has({only:Array(String)}, user_id)' : 'campaign_id = {id:String} AND rank > {after:UInt32}'
+    const [page, count] = await Promise.all([
+      deps.ch.query({
+        query: `SELECT rank, user_id, name, institution_id, region_code, score, toUnixTimestamp64Milli(reached_at) AS reached, eligible, prize
+                FROM campaign_results FINAL WHERE ${where} ORDER BY rank LIMIT {limit:UInt32}`,
+        query_params: { id: c.id, after: afterRank, limit, only: only ?? [] },
+        format: 'JSONEachRow',
+      }),
+      deps.ch.query({ query: 'SELECT count() AS n FROM campaign_results FINAL WHERE campaign_id = {id:String}', query_params: { id: c.id }, format: 'JSONEachRow' }),
+    ])
+    const rows = (await page.json()) as { rank: number; user_id: string; name: string; institution_id: string; region_code: string; score: string; reached: string; eligible: boolean; prize: string }[]
+    return {
+      total: Number(((await count.json()) as { n: string }[])[0].n),
+      entries: rows.map((r) => ({
+        rank: r.rank, user_id: r.user_id, name: displayName(r.name, p), institution_id: r.institution_id || null, region_code: r.region_code || null,
+        score: Number(r.score), reached_at: shanghaiIso(Number(r.reached)), eligible: r.eligible, prize: r.prize || null, _cursor: `r${r.rank}`,
+      })),
+    }
+  }
+
+  async function standingsPage(c: Campaign, limit: number, after: string | undefined, p: Principal): Promise<{ total: number; entries: Standing[] }> {
+    if (campaignStatus(c) === 'final') {
+      if (after !== undefined && !/^r\d+$/.test(after)) throw badRequest('after: not a cursor this service returned', 'invalid_cursor')
+      return finalEntries(c, after ? Number(after.slice(1)) : 0, limit, p)
+    }
+    const key = keys.campaignBoard(c.id)
+    const [total, page] = await Promise.all([deps.redis.zcard(key), pageBoard(deps.redis, key, limit, after)])
+    return { total, entries: await liveEntries(c, page.flat, page.firstRank, p) }
+  }
+
+  const StandingsOut = z.object({ campaign_id: z.string(), status: z.enum(STATUSES), total: z.number().int(), entries: z.array(Standing), next: z.string().nullable() })
+  const standings = createRoute({
+    method: 'get',
+    path: '/v1/campaigns/{id}/standings',
+    summary: 'Standings: live while running (fed by the aggregator), frozen once final',
+    description: 'Unique ranks: score desc, then earlier reached_at (event time), then user_id. `eligible`: the score reaches min_score; `prize`: the tier of the rank, for eligible entries within top_n.',
+    security: [{ bearer: [] }],
+    request: { params: Id, query: z.object({ limit: z.coerce.number().int().min(1).max(1000).default(100), after: z.string().optional() }) },
+    responses: { 200: { description: 'A page of standings', content: { 'application/json': { schema: StandingsOut } } }, ...errorResponses(400, 401, 403, 404) },
+  })
+  app.openapi(standings, async (c) => {
+    const p = c.get('principal')
+    const q = c.req.valid('query')
+    const camp = await visibleCampaign(deps, p, c.req.valid('param').id)
+    const { total, entries } = await standingsPage(camp, q.limit, q.after, p)
+    const last = entries[entries.length - 1]
+    const next = last && last.rank < total && entries.length === q.limit ? last._cursor : null
+    return c.json({ campaign_id: camp.id, status: campaignStatus(camp), total, entries: entries.map(({ _cursor, ...e }) => e), next }, 200)
+  })
+
+  const mine = createRoute({
+    method: 'get',
+    path: '/v1/campaigns/{id}/standings/users/{user_id}',
+    summary: 'A communicator’s standing in a campaign, with neighbours',
+    security: [{ bearer: [] }],
+    request: { params: Id.extend({ user_id: z.string() }), query: z.object({ around: z.coerce.number().int().min(0).max(100).default(5) }) },
+    responses: {
+      200: { description: 'Standing (rank null when nothing counted)', content: { 'application/json': { schema: z.object({ rank: z.number().int().nullable(), score: z.number().int(), total: z.number().int(), entries: z.array(Standing) }) } } },
+      ...errorResponses(400, 401, 403, 404),
+    },
+  })
+  app.openapi(mine, async (c) => {
+    const p = c.get('principal')
+    const { id, user_id } = c.req.valid('param')
+    const { around } = c.req.valid('query')
+    const camp = await visibleCampaign(deps, p, id)
+    const strip = (es: Standing[]) => es.map(({ _cursor, ...e }) => e)
+    if (campaignStatus(camp) === 'final') {
+      const me = (await finalEntries(camp, 0, 1, p, [user_id])).entries[0]
+      if (!me) return c.json({ rank: null, score: 0, total: (await finalEntries(camp, 0, 1, p)).total, entries: [] }, 200)
+      const page = await finalEntries(camp, Math.max(0, me.rank - around - 1), 2 * around + 1, p)
+      return c.json({ rank: me.rank, score: me.score, total: page.total, entries: strip(page.entries) }, 200)
+    }
+    const key = keys.campaignBoard(camp.id)
+    const [rank, total] = await Promise.all([deps.redis.zrank(key, user_id), deps.redis.zcard(key)])
+    if (rank === null) return c.json({ rank: null, score: 0, total, entries: [] }, 200)
+    const from = Math.max(0, rank - around)
+    const entries = await liveEntries(camp, await deps.redis.zrange(key, from, String(rank + around), 'WITHSCORES'), from + 1, p)
+    return c.json({ rank: rank + 1, score: entries.find((e) => e.user_id === user_id)?.score ?? 0, total, entries: strip(entries) }, 200)
+  })
+
+  const csv = createRoute({
+    method: 'get',
+    path: '/v1/campaigns/{id}/standings.csv',
+    summary: 'Standings as CSV (UTF-8 with BOM for Excel; phone numbers masked)',
+    security: [{ bearer: [] }],
+    middleware: [requireStaff()] as const,
+    request: { params: Id },
+    responses: { 200: { description: 'CSV', content: { 'text/csv': { schema: z.string() } } }, ...errorResponses(401, 403, 404) },
+  })
+  app.openapi(csv, async (c) => {
+    const p = c.get('principal')
+    const camp = await visibleCampaign(deps, p, c.req.valid('param').id)
+    mustCover(p, campaignTarget(camp))
+    const all: Standing[] = []
+    let after: string | undefined
+    for (;;) {
+      const page = await standingsPage(camp, 1000, after, p)
+      all.push(...page.entries)
+      if (page.entries.length < 1000 || all.length >= page.total) break
+      after = page.entries[page.entries.length - 1]._cursor
+    }
+    const phones = new Map<string, string>()
+    for (let i = 0; i < all.length; i += 10_000) {
+      const r = await deps.ch.query({ query: 'SELECT id, phone FROM users FINAL WHERE has({ids:Array(String)}, id)', query_params: { ids: all.slice(i, i + 10_000).map((e) => e.user_id) }, format: 'JSONEachRow' })
+      for (const u of (await r.json()) as { id: string; phone: string }[]) phones.set(u.id, u.phone)
+    }
+    const cell = (v: unknown) => {
+      const t = v === null || v === undefined ? '' : String(v)
+      // Quote when needed; a leading = + - @ would be a formula in a spreadsheet.
+      const safe = /^[=+\-@]/.test(t) ? `'${t}` : t
+      return /[",\n\r]/.test(safe) ? `"${safe.replace(/"/g, '""')}"` : safe
+    }
+    const lines = [['名次', '姓名', '单位', '地区', '手机号', camp.metric === 'shares' ? '转发量' : '积分', '达成时间', '完成基础任务', '奖项'].map(cell).join(',')]
+    for (const e of all) {
+      const region = e.region_code ? [...deps.tree.lineage(e.region_code)].reverse().map((r) => r.name).join('') : ''
+      lines.push([e.rank, e.name, e.institution_id ?? '', region, maskPhone(phones.get(e.user_id) ?? ''), e.score, e.reached_at, e.eligible ? '是' : '否', e.prize ?? ''].map(cell).join(','))
+    }
+    c.header('content-type', 'text/csv; charset=utf-8')
+    c.header('content-disposition', `attachment; filename="campaign-${camp.id}.csv"`)
+    return c.body('\uFEFF' + lines.join('\r\n') + '\r\n', 200) as never
+  })
+
+  const settle = createRoute({
+    method: 'post',
+    path: '/v1/campaigns/{id}/settle',
+    summary: 'Settle now (after the end, without waiting for the grace period); idempotent',
+    description: 'Campaigns also settle by themselves at ends_at + grace. 409 before the end or when cancelled.',
+    security: [{ bearer: [] }],
+    middleware: [requireStaff()] as const,
+    request: { params: Id },
+    responses: { 200: { description: 'Final', content: { 'application/json': { schema: CampaignOut } } }, ...errorResponses(401, 403, 404, 409) },
+  })
+  app.openapi(settle, async (c) => {
+    const p = c.get('principal')
+    const camp = await visibleCampaign(deps, p, c.req.valid('param').id)
+    mustCover(p, campaignTarget(camp))
+    const st = campaignStatus(camp)
+    if (st === 'final') return c.json(campaignJson(camp), 200)
+    if (st === 'cancelled') throw new ApiError(409, 'cancelled', 'a cancelled campaign is not settled')
+    if (Date.now() < camp.ends_at) throw new ApiError(409, 'not_ended', 'the campaign’s window has not ended yet')
+    await deps.jobs.settle(camp.id, { now: true })
+    const after = (await deps.campaigns.get(camp.id))!
+    if (campaignStatus(after) !== 'final') throw new ApiError(409, 'settling', 'another process is settling this campaign; retry shortly', { 'Retry-After': '2' })
+    return c.json(campaignJson(after), 200)
   })
 }

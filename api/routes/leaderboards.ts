@@ -61,7 +61,7 @@ function resolveBoard(q: z.infer<typeof BoardQuery>, tree: RegionTree): Board {
 }
 
 /** Real names go to operators and officials in scope; apps, which may show boards publicly, get them masked (张*). */
-function displayName(name: string, p: Principal): string {
+export function displayName(name: string, p: Principal): string {
   if (p.kind !== 'app') return name
   const chars = [...name]
   return chars.length ? chars[0] + '*'.repeat(Math.max(1, chars.length - 1)) : ''
@@ -87,8 +87,8 @@ async function toEntries(redis: Redis, board: Board, flat: string[], firstRank: 
   })
 }
 
-const encodeCursor = (score: number, user: string) => Buffer.from(JSON.stringify([score, user])).toString('base64url')
-function decodeCursor(s: string): [number, string] {
+export const encodeCursor = (score: number, user: string) => Buffer.from(JSON.stringify([score, user])).toString('base64url')
+export function decodeCursor(s: string): [number, string] {
   try {
     const v = JSON.parse(Buffer.from(s, 'base64url').toString()) as unknown
     if (Array.isArray(v) && typeof v[0] === 'number' && typeof v[1] === 'string') return [v[0], v[1]]
@@ -96,6 +96,33 @@ function decodeCursor(s: string): [number, string] {
     /* fall through */
   }
   throw badRequest('after: not a cursor this service returned', 'invalid_cursor')
+}
+
+/**
+ * One page of a sorted-set board (stored scores ascending = best first): from the top, or after a
+ * cursor (stored score, user id) so that pages neither skip nor repeat while scores change.
+ */
+export async function pageBoard(redis: Redis, key: string, limit: number, after?: string): Promise<{ flat: string[]; firstRank: number }> {
+  if (!after) return { flat: await redis.zrange(key, 0, String(limit - 1), 'WITHSCORES'), firstRank: 1 }
+  const [score, user] = decodeCursor(after)
+  // Members at the cursor's score sort by user id; skip up to and including the cursor.
+  let flat: string[] = []
+  let extra = 0
+  for (;;) {
+    const got = await redis.zrange(key, String(score), '+inf', 'BYSCORE', 'LIMIT', 0, limit + extra + 1, 'WITHSCORES')
+    const kept: string[] = []
+    let skipped = 0
+    for (let i = 0; i < got.length; i += 2) {
+      const s = Number(got[i + 1])
+      if (s === score && got[i] <= user) skipped++
+      else kept.push(got[i], got[i + 1])
+    }
+    flat = kept.slice(0, limit * 2)
+    if (got.length / 2 < limit + extra + 1 || kept.length / 2 >= limit) break
+    extra += skipped + 100
+  }
+  const firstRank = flat.length ? ((await redis.zrank(key, flat[0])) ?? 0) + 1 : 1
+  return { flat, firstRank }
 }
 
 export function mountLeaderboards(app: OpenAPIHono<AuthEnv>, deps: LeaderboardDeps) {
@@ -132,30 +159,7 @@ export function mountLeaderboards(app: OpenAPIHono<AuthEnv>, deps: LeaderboardDe
     const board = resolveBoard(q, tree)
     mustRead(c.get('principal'), targetOf(board))
     const total = await redis.zcard(board.key)
-    let flat: string[]
-    let firstRank = 1
-    if (!q.after) {
-      flat = await redis.zrange(board.key, 0, String(q.limit - 1), 'WITHSCORES')
-    } else {
-      const [score, user] = decodeCursor(q.after)
-      // Members at the cursor's score sort by user id; skip up to and including the cursor.
-      flat = []
-      let extra = 0
-      for (;;) {
-        const got = await redis.zrange(board.key, String(score), '+inf', 'BYSCORE', 'LIMIT', 0, q.limit + extra + 1, 'WITHSCORES')
-        const kept: string[] = []
-        let skipped = 0
-        for (let i = 0; i < got.length; i += 2) {
-          const s = Number(got[i + 1])
-          if (s === score && got[i] <= user) skipped++
-          else kept.push(got[i], got[i + 1])
-        }
-        flat = kept.slice(0, q.limit * 2)
-        if (got.length / 2 < q.limit + extra + 1 || kept.length / 2 >= q.limit) break
-        extra += skipped + 100
-      }
-      if (flat.length) firstRank = ((await redis.zrank(board.key, flat[0])) ?? 0) + 1
-    }
+    const { flat, firstRank } = await pageBoard(redis, board.key, q.limit, q.after)
     const entries = await toEntries(redis, board, flat, firstRank, c.get('principal'))
     const last = entries[entries.length - 1]
     const next = last && last.rank < total && entries.length === q.limit ? encodeCursor(last._stored, last.user_id) : null

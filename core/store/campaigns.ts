@@ -34,7 +34,19 @@ export interface Campaign {
   updated_at: number
   cancelled_at: number | null
   settled_at: number | null
+  /** Events received from here on never count (ends_at + grace, or earlier when settled by hand). */
+  cutoff_at: number
+  /**
+   * Backfill: facts with a stream sequence up to `barrier_seq` are added from ClickHouse; later ones
+   * are fed live by the aggregators, which learned of the campaign before they processed them.
+   */
+  barrier_seq: number | null
+  backfilled_at: number | null
+  /** Who may run the backfill or the settlement now (compare-and-set claims with an expiry). */
+  lease: { owner: string; job: 'backfill' | 'settle'; until: number } | null
 }
+
+export type NewCampaign = Omit<Campaign, 'id' | 'created_at' | 'updated_at' | 'cancelled_at' | 'settled_at' | 'cutoff_at' | 'barrier_seq' | 'backfilled_at' | 'lease'>
 
 export type CampaignStatus = 'scheduled' | 'running' | 'settling' | 'final' | 'cancelled'
 
@@ -70,11 +82,16 @@ export function prizeOf(c: Pick<Campaign, 'tiers'>, eligibleRank: number | null)
 export class CampaignConflict extends Error {}
 
 export interface CampaignStore {
-  create(c: Omit<Campaign, 'id' | 'created_at' | 'updated_at' | 'cancelled_at' | 'settled_at'>): Promise<Campaign>
+  create(c: NewCampaign): Promise<Campaign>
   get(id: string): Promise<Campaign | null>
   /** Applies `change` to the current record with compare-and-set; `change` may throw to refuse. */
   update(id: string, change: (c: Campaign) => Campaign): Promise<Campaign>
   list(): Promise<Campaign[]>
+  /**
+   * Revision of the change counter, bumped after every create and update: an aggregator compares it
+   * before each batch and reloads the campaigns when it moved (one small read per batch).
+   */
+  epoch(): Promise<number>
 }
 
 const enc = new TextEncoder()
@@ -87,11 +104,22 @@ export function createCampaignStore(kv: KV): CampaignStore {
     const e = await kv.get(`c.${id}`)
     return e && e.operation === 'PUT' && e.value.length ? { c: JSON.parse(dec.decode(e.value)) as Campaign, rev: e.revision } : null
   }
+  async function bump() {
+    await kv.put('m.epoch', enc.encode(String(Date.now())))
+  }
   return {
+    async epoch() {
+      const e = await kv.get('m.epoch')
+      return e?.revision ?? 0
+    },
     async create(input) {
       const now = Date.now()
-      const c: Campaign = { ...input, id: 'cp' + randomBytes(8).toString('hex'), created_at: now, updated_at: now, cancelled_at: null, settled_at: null }
+      const c: Campaign = {
+        ...input, id: 'cp' + randomBytes(8).toString('hex'), created_at: now, updated_at: now, cancelled_at: null, settled_at: null,
+        cutoff_at: input.ends_at + input.grace_seconds * 1000, barrier_seq: null, backfilled_at: null, lease: null,
+      }
       await kv.create(`c.${c.id}`, enc.encode(JSON.stringify(c)))
+      await bump()
       return c
     },
     async get(id) {
@@ -101,9 +129,12 @@ export function createCampaignStore(kv: KV): CampaignStore {
       for (let attempt = 0; attempt < 5; attempt++) {
         const cur = await read(id)
         if (!cur) throw new CampaignConflict('no such campaign')
-        const next = { ...change(cur.c), id, updated_at: Date.now() }
+        const changed = change(cur.c)
+        if (changed === cur.c) return cur.c // nothing to change
+        const next = { ...changed, id, updated_at: Date.now() }
         try {
           await kv.update(`c.${id}`, enc.encode(JSON.stringify(next)), cur.rev)
+          await bump()
           return next
         } catch {
           continue // changed in between: apply the change to the newer record
