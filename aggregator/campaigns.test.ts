@@ -204,4 +204,19 @@ describe('seed 003: nested city and county campaigns', () => {
     expect(got.status).toBe('final')
     expect(pick(got.entries)).toEqual(recount('4306', 10, CITY_TIERS))
   })
+
+  it('comes back equal after Redis is flushed and rebuilt from the facts', async () => {
+    const before = await standings(city.id)
+    expect(before.status).toBe('running')
+    await s.deps.redis.flushall()
+    expect((await s.call('POST', '/v1/admin/rebuild')).status).toBe(200)
+    expect(await standings(city.id)).toEqual(before)
+    // And counting goes on from there.
+    const n = sent.length
+    await send([...many('c-e', 5, T0 + 20 * HOUR)])
+    await s.waitForFacts(n + 5)
+    const after = await standings(city.id)
+    expect(pick(after.entries)).toEqual(recount('4306', 10, CITY_TIERS))
+    expect(after.entries.find((e: any) => e.user_id === 'c-e')).toMatchObject({ score: 10, eligible: true })
+  })
 })

@@ -36,10 +36,15 @@ beforeAll(async () => {
     expect(login.status, name).toBe(200)
     tok[name] = login.json.token
   }
+  // A campaign in her county (running) and one next door, for the campaign routes.
+  const window = { starts_at: Date.now() - 86_400_000, ends_at: Date.now() + 86_400_000 }
+  camp.in = (await s.call('POST', '/v1/campaigns', { body: { name: '县内竞赛', region_code: '430623', ...window } })).json.id
+  camp.out = (await s.call('POST', '/v1/campaigns', { body: { name: '邻县竞赛', region_code: '430624', ...window } })).json.id
 })
 afterAll(async () => s?.stop())
 
-type Row = [route: string, method: string, path: string, body: unknown, expected: Record<string, number>]
+type Row = [route: string, method: string, path: string | (() => string), body: unknown, expected: Record<string, number>]
+const camp: Record<string, string> = {}
 const board = (q: string) => `/v1/leaderboards?metric=shares&period=all&${q}`
 const me = (id: string, q: string) => `/v1/leaderboards/users/${id}?metric=shares&period=all&${q}`
 
@@ -70,6 +75,19 @@ const MATRIX: Row[] = [
   ['institutions in her county', 'GET', '/v1/rankings/institutions?region=430623', undefined, { admin: 200, operator: 200, county: 200, town: 403, neighbour: 403, institution: 403, app: 403, none: 401 }],
   ['institutions next door', 'GET', '/v1/rankings/institutions?region=430624', undefined, { county: 403, neighbour: 200 }],
   ['task progress (filtered to her units)', 'GET', '/v1/tasks/2026/progress', undefined, { admin: 200, county: 200, neighbour: 200, app: 403, none: 401 }],
+  ['campaign in her county', 'GET', () => `/v1/campaigns/${camp.in}`, undefined, { admin: 200, operator: 200, county: 200, town: 403, neighbour: 403, institution: 403, app: 200, none: 401 }],
+  ['campaign next door', 'GET', () => `/v1/campaigns/${camp.out}`, undefined, { county: 403, neighbour: 200 }],
+  ['standings inside', 'GET', () => `/v1/campaigns/${camp.in}/standings`, undefined, { county: 200, town: 403, neighbour: 403, institution: 403, app: 200, none: 401 }],
+  ['standings next door', 'GET', () => `/v1/campaigns/${camp.out}/standings`, undefined, { county: 403, neighbour: 200 }],
+  ['own standing inside', 'GET', () => `/v1/campaigns/${camp.in}/standings/users/in-town`, undefined, { county: 200, neighbour: 403, app: 200 }],
+  ['standings CSV inside', 'GET', () => `/v1/campaigns/${camp.in}/standings.csv`, undefined, { admin: 200, county: 200, town: 403, neighbour: 403, institution: 403, app: 403, none: 401 }],
+  ['standings CSV next door', 'GET', () => `/v1/campaigns/${camp.out}/standings.csv`, undefined, { county: 403, neighbour: 200 }],
+  ['create campaign inside', 'POST', '/v1/campaigns', { name: 'x', region_code: '430623110', starts_at: '2030-01-01', ends_at: '2030-02-01' }, { admin: 201, county: 201, town: 201, neighbour: 403, institution: 403, app: 403, none: 401 }],
+  ['create campaign next door', 'POST', '/v1/campaigns', { name: 'x', region_code: '430624', starts_at: '2030-01-01', ends_at: '2030-02-01' }, { county: 403, neighbour: 201 }],
+  ['settle next door (running)', 'POST', () => `/v1/campaigns/${camp.out}/settle`, undefined, { county: 403, town: 403, app: 403, neighbour: 409, none: 401 }],
+  ['cancel next door', 'POST', () => `/v1/campaigns/${camp.out}/cancel`, undefined, { county: 403, town: 403, institution: 403, app: 403, none: 401 }],
+  ['edit next door', 'PATCH', () => `/v1/campaigns/${camp.out}`, { name: 'y' }, { county: 403, app: 403, none: 401 }],
+  ['campaign list', 'GET', '/v1/campaigns', undefined, { admin: 200, county: 200, institution: 200, app: 200, none: 401 }],
   ['events', 'POST', '/v1/events', { events: [] }, { app: 202, admin: 401, county: 401, none: 401 }],
   ['official inside', 'POST', '/v1/officials', () => ({ phone: `151${Math.floor(Math.random() * 1e8).toString().padStart(8, '0')}`, password: PW, name: 'n', scope: { region_code: '430623110' } }), { admin: 201, operator: 201, county: 201, town: 201, neighbour: 403, institution: 403, app: 403, none: 401 }],
   ['official next door', 'POST', '/v1/officials', () => ({ phone: `152${Math.floor(Math.random() * 1e8).toString().padStart(8, '0')}`, password: PW, name: 'n', scope: { region_code: '430624' } }), { county: 403, neighbour: 201 }],
@@ -79,12 +97,12 @@ const MATRIX: Row[] = [
 describe('scope matrix', () => {
   const cases = MATRIX.flatMap(([route, method, path, body, expected]) => Object.entries(expected).map(([who, status]) => [route, who, status, method, path, body] as const))
   it.each(cases)('%s as %s → %i', async (_route, who, status, method, path, body) => {
-    const r = await s.call(method, path, { token: tok[who], body: typeof body === 'function' ? body() : body })
+    const r = await s.call(method, typeof path === 'function' ? path() : path, { token: tok[who], body: typeof body === 'function' ? body() : body })
     expect(r.status, r.text.slice(0, 200)).toBe(status)
     if (status === 403) {
       expect(r.json.error.code).toBe('forbidden')
       // Nothing about the target leaks: no names, codes or ids in the body.
-      expect(r.text).not.toMatch(/邻县|县内|4306|next-door|in-town/)
+      expect(r.text).not.toMatch(/邻县|县内|4306|next-door|in-town|cp[0-9a-f]{16}/)
     }
   })
 
