@@ -16,6 +16,7 @@ import { mountKpis } from './routes/kpis.ts'
 import { mountInstitutionRankings, mountRankings } from './routes/rankings.ts'
 import { mountTasks } from './routes/tasks.ts'
 import { mountCampaigns } from './routes/campaigns.ts'
+import { mountRecognitions } from './routes/recognitions.ts'
 import { createCampaignJobs } from '../aggregator/campaign-jobs.ts'
 import { createSessions } from './middleware/auth/sessions.ts'
 import { mountHealth } from './routes/health.ts'
@@ -74,6 +75,7 @@ export function createApp(config: Config, deps: Deps & { adminToken: string; agg
     mountTasks(app, deps)
     mountCampaigns(app, { ...deps, jobs: createCampaignJobs({ redis: deps.redis, ch: deps.ch, jsm: deps.jsm, campaigns: deps.campaigns, log, stream: config.nats.stream }) })
     mountLeaderboards(app, deps)
+    mountRecognitions(app, deps)
     mountTrend(app, deps)
     mountLive(app, deps, { subject: SUBJECT_LIVE(config.nats.stream) })
   }

@@ -87,6 +87,8 @@ const MATRIX: Row[] = [
   ['settle next door (running)', 'POST', () => `/v1/campaigns/${camp.out}/settle`, undefined, { county: 403, town: 403, app: 403, neighbour: 409, none: 401 }],
   ['cancel next door', 'POST', () => `/v1/campaigns/${camp.out}/cancel`, undefined, { county: 403, town: 403, institution: 403, app: 403, none: 401 }],
   ['edit next door', 'PATCH', () => `/v1/campaigns/${camp.out}`, { name: 'y' }, { county: 403, app: 403, none: 401 }],
+  ['recognised institutions inside', 'GET', '/v1/recognitions/institutions?region=430623&from=2026-01-01&to=2026-12-31', undefined, { admin: 200, county: 200, town: 403, neighbour: 403, institution: 403, app: 403, none: 401 }],
+  ['recognised people next door', 'GET', '/v1/recognitions/communicators?region=430624&from=2026-01-01&to=2026-12-31', undefined, { county: 403, neighbour: 200, app: 403 }],
   ['campaign list', 'GET', '/v1/campaigns', undefined, { admin: 200, county: 200, institution: 200, app: 200, none: 401 }],
   ['events', 'POST', '/v1/events', { events: [] }, { app: 202, admin: 401, county: 401, none: 401 }],
   ['official inside', 'POST', '/v1/officials', () => ({ phone: `151${Math.floor(Math.random() * 1e8).toString().padStart(8, '0')}`, password: PW, name: 'n', scope: { region_code: '430623110' } }), { admin: 201, operator: 201, county: 201, town: 201, neighbour: 403, institution: 403, app: 403, none: 401 }],

@@ -1,0 +1,139 @@
+import type { ClickHouseClient } from '@clickhouse/client'
+import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi'
+import { badRequest, notFound } from '../../core/errors.ts'
+import type { RegionTree } from '../../core/regions.ts'
+import { DAY_MS, isoDay, parseDay } from '../../core/time.ts'
+import { requireStaff, type AuthEnv, type Principal } from '../middleware/auth/index.ts'
+import { mustCover } from '../middleware/scope/index.ts'
+import { errorResponses } from '../schemas.ts'
+import { defaultRegion, rollupCounts } from './kpis.ts'
+import { maskPhone } from './users.ts'
+
+/**
+ * Recognition lists (seed 004: 优秀科普信息员 and 先进单位): threshold rules over a period and a
+ * region, e.g. institutions with ≥ 200 certified communicators and ≥ 2000 shares, individuals with
+ * ≥ 300 shares. Institutions come from the KPI rollups; individuals from the facts of the range
+ * (counted share-backs, caps applied), grouped per communicator. JSON, or CSV with `format=csv`.
+ */
+export interface RecognitionDeps {
+  ch: ClickHouseClient
+  tree: RegionTree
+}
+
+const Range = z.object({
+  region: z.string().regex(/^(\d{2}|\d{4}|\d{6}|\d{9})$/, 'must be a GB/T 2260 code').optional(),
+  from: z.string(),
+  to: z.string(),
+  format: z.enum(['json', 'csv']).default('json'),
+})
+
+function resolve(deps: RecognitionDeps, p: Principal, q: z.infer<typeof Range>) {
+  const region = q.region ?? defaultRegion(p)
+  if (region) {
+    mustCover(p, { region_code: region })
+    if (!deps.tree.get(region)) throw notFound(`region ${region} is not a GB/T 2260 division`)
+  } else mustCover(p, { national: true })
+  const from = parseDay(q.from)
+  const to = parseDay(q.to)
+  if (from === null || to === null) throw badRequest('from/to: must be days YYYY-MM-DD')
+  if (from > to) throw badRequest('from: must not be after to')
+  if (to - from > 3660 * DAY_MS) throw badRequest('from/to: at most ten years')
+  return { region, from: isoDay(from), to: isoDay(to) }
+}
+
+const cell = (v: unknown) => {
+  const t = v === null || v === undefined ? '' : String(v)
+  const safe = /^[=+\-@]/.test(t) ? `'${t}` : t
+  return /[",\n\r]/.test(safe) ? `"${safe.replace(/"/g, '""')}"` : safe
+}
+const csvBody = (header: string[], rows: unknown[][]) => '\uFEFF' + [header, ...rows].map((r) => r.map(cell).join(',')).join('\r\n') + '\r\n'
+
+export function mountRecognitions(app: OpenAPIHono<AuthEnv>, deps: RecognitionDeps) {
+  const inst = createRoute({
+    method: 'get',
+    path: '/v1/recognitions/institutions',
+    summary: 'Institutions of a region meeting thresholds over a range of days (certified communicators by `to`, counted shares in the range)',
+    security: [{ bearer: [] }],
+    middleware: [requireStaff()] as const,
+    request: { query: Range.extend({ min_certified: z.coerce.number().int().min(0).default(0), min_shares: z.coerce.number().int().min(0).default(0) }) },
+    responses: {
+      200: {
+        description: 'Institutions meeting every threshold, by shares',
+        content: {
+          'application/json': {
+            schema: z.object({
+              region: z.string().nullable(), from: z.string(), to: z.string(), min_certified: z.number().int(), min_shares: z.number().int(), total: z.number().int(),
+              entries: z.array(z.object({ rank: z.number().int(), institution_id: z.string(), certified: z.number().int(), shares: z.number().int(), active: z.number().int(), points: z.number().int() })),
+            }),
+          },
+          'text/csv': { schema: z.string() },
+        },
+      },
+      ...errorResponses(400, 401, 403, 404),
+    },
+  })
+  app.openapi(inst, async (c) => {
+    const q = c.req.valid('query')
+    const { region, from, to } = resolve(deps, c.get('principal'), q)
+    const counts = await rollupCounts(deps.ch, [region], null, from, to)
+    const entries = [...counts]
+      .map(([k, n]) => ({ institution_id: k.slice(k.indexOf('|') + 1), certified: n.certified, shares: n.shares, active: n.active, points: n.points }))
+      .filter((x) => x.certified >= q.min_certified && x.shares >= q.min_shares && (x.certified > 0 || x.shares > 0))
+      .sort((a, b) => b.shares - a.shares || b.certified - a.certified || a.institution_id.localeCompare(b.institution_id))
+      .map((x, i) => ({ rank: i + 1, ...x }))
+    if (q.format === 'csv') {
+      c.header('content-type', 'text/csv; charset=utf-8')
+      c.header('content-disposition', `attachment; filename="institutions-${region || 'national'}-${from}-${to}.csv"`)
+      return c.body(csvBody(['名次', '单位', '认证科普信息员', '转发量', '活跃人数', '积分'], entries.map((e) => [e.rank, e.institution_id, e.certified, e.shares, e.active, e.points])), 200) as never
+    }
+    return c.json({ region: region || null, from, to, min_certified: q.min_certified, min_shares: q.min_shares, total: entries.length, entries }, 200)
+  })
+
+  const people = createRoute({
+    method: 'get',
+    path: '/v1/recognitions/communicators',
+    summary: 'Communicators of a region with at least `min_shares` counted shares over a range of days',
+    description: 'Ranked by shares, then earlier reached_at, then user id. Phones are masked in the CSV.',
+    security: [{ bearer: [] }],
+    middleware: [requireStaff()] as const,
+    request: { query: Range.extend({ min_shares: z.coerce.number().int().min(1).default(300), limit: z.coerce.number().int().min(1).max(100_000).default(10_000) }) },
+    responses: {
+      200: {
+        description: 'Communicators meeting the threshold',
+        content: {
+          'application/json': {
+            schema: z.object({
+              region: z.string().nullable(), from: z.string(), to: z.string(), min_shares: z.number().int(), total: z.number().int(),
+              entries: z.array(z.object({ rank: z.number().int(), user_id: z.string(), name: z.string(), institution_id: z.string().nullable(), region_code: z.string(), shares: z.number().int() })),
+            }),
+          },
+          'text/csv': { schema: z.string() },
+        },
+      },
+      ...errorResponses(400, 401, 403, 404),
+    },
+  })
+  app.openapi(people, async (c) => {
+    const q = c.req.valid('query')
+    const { region, from, to } = resolve(deps, c.get('principal'), q)
+    const r = await deps.ch.query({
+      query: `SELECT f.user_id AS user_id, f.n AS shares, u.real_name AS name, u.institution_id AS institution_id, f.rc AS region_code, u.phone AS phone
+              FROM (SELECT user_id, toUInt64(sum(shares)) AS n, maxIf(ts, shares > 0) AS reached, argMax(region_code, ts) AS rc FROM facts FINAL
+                    WHERE decision = 'counted' AND type = 'share_back' AND day BETWEEN {from:Date} AND {to:Date} AND startsWith(region_code, {region:String})
+                    GROUP BY user_id HAVING n >= {min:UInt64}) AS f
+              LEFT JOIN (SELECT id, real_name, institution_id, phone FROM users FINAL) AS u ON u.id = f.user_id
+              ORDER BY shares DESC, f.reached ASC, user_id ASC LIMIT {limit:UInt32}`,
+      query_params: { from, to, region, min: q.min_shares, limit: q.limit },
+      format: 'JSONEachRow',
+    })
+    const rows = (await r.json()) as { user_id: string; shares: string; name: string; institution_id: string; region_code: string; phone: string }[]
+    const entries = rows.map((x, i) => ({ rank: i + 1, user_id: x.user_id, name: x.name ?? '', institution_id: x.institution_id || null, region_code: x.region_code, shares: Number(x.shares) }))
+    if (q.format === 'csv') {
+      const name = (code: string) => [...deps.tree.lineage(code)].reverse().map((x) => x.name).join('')
+      c.header('content-type', 'text/csv; charset=utf-8')
+      c.header('content-disposition', `attachment; filename="communicators-${region || 'national'}-${from}-${to}.csv"`)
+      return c.body(csvBody(['名次', '姓名', '单位', '地区', '手机号', '转发量'], entries.map((e, i) => [e.rank, e.name, e.institution_id ?? '', name(e.region_code), maskPhone(rows[i].phone ?? ''), e.shares])), 200) as never
+    }
+    return c.json({ region: region || null, from, to, min_shares: q.min_shares, total: entries.length, entries }, 200)
+  })
+}
