@@ -4,6 +4,8 @@
  * rollups exactly as live inserts do), prints how long loading took, then times the query function
  * behind GET /v1/kpis (regionKpis, the same SQL) for a province drill-down (湖南 43 → its cities)
  * and a city drill-down (岳阳 4306 → its counties) over a day, 30 days and a year: p50/p99.
+ * Facts arrive in time order as in a live stream (stream sequences grow with the day), each day
+ * with its share of the facts, spread over the communicators.
  * HTTP is not in these figures (see `npm run bench` for the HTTP read paths).
  *   npx tsx bench/kpi.ts [--facts=10000000] [--users=1000000] [--runs=60]
  */
@@ -56,7 +58,7 @@ for (let off = 0; off < FACTS; off += CHUNK) {
         concat('e', toString(number)) AS event_id, number + 1 AS stream_seq,
         if(number % 10 < 8, 'share_back', 'read') AS type,
         concat('bu', toString(number % ${USERS})) AS user_id, toUInt32(number % ${USERS} + 1) AS user_ix, 'bench' AS app_id,
-        fromUnixTimestamp64Milli(toInt64(${today} - (number % 365) * 86400000 + (number % 86400) * 1000)) AS ts, ts AS client_ts, NULL AS sent_at, ts AS received_at,
+        fromUnixTimestamp64Milli(toInt64(${today} - (364 - intDiv(number * 365, ${FACTS})) * 86400000 + (number % 86400) * 1000)) AS ts, ts AS client_ts, NULL AS sent_at, ts AS received_at,
         toDate(ts, 'Asia/Shanghai') AS day,
         if(number % 50 = 0, 'capped', 'counted') AS decision, '' AS reason,
         if(decision = 'counted' AND type = 'share_back', 1, 0) AS shares, if(decision = 'counted', 1, 0) AS points, 0 AS streak, 1 AS rule_version,

@@ -15,13 +15,13 @@
  * and one JSON line starting BENCH_RESULT) to stdout, also when a stage fails or the run is
  * interrupted.
  */
-import autocannon from 'autocannon'
 import { Redis } from 'ioredis'
 import { parseConfig } from '../core/config.ts'
 import { loadRegionTree } from '../core/regions.ts'
 import { unpackScore } from '../core/scoring.ts'
 import { isoDay, periodRange, PERIODS } from '../core/time.ts'
 import { Api } from './lib/api.ts'
+import { cannon } from './lib/cannon.ts'
 import { runCeiling } from './lib/ceiling.ts'
 import { CpuMeter, MemorySampler } from './lib/proc.ts'
 import { boardMemory, commandStats, commandStatsPerEvent, dedupeMemory, infoKeys, infoMemory, userStateMemory } from './lib/redis-memory.ts'
@@ -523,51 +523,6 @@ function mapRound<T extends Record<string, number>>(o: T, digits = 1): T {
 }
 
 const fmtMs = (v: number | undefined | null) => (v === undefined || v === null || Number.isNaN(v) ? 'n/a' : Number.isFinite(v) ? `${v} ms` : '∞ (not visible)')
-
-interface ReadResult {
-  requests: number
-  rps: number
-  p50: number
-  p90: number
-  p99: number
-  max: number
-  non2xx: number
-  errors: number
-  timeouts: number
-}
-
-/** One autocannon run; latencies are taken from its per-response event (sub-millisecond). */
-function cannon(base: string, token: string, connections: number, seconds: number, path: () => string): Promise<ReadResult> {
-  return new Promise((res, rej) => {
-    const lat: number[] = []
-    const inst = autocannon(
-      {
-        url: base,
-        connections,
-        duration: seconds,
-        headers: { authorization: `Bearer ${token}` },
-        requests: [{ method: 'GET', setupRequest: (req) => ({ ...req, path: path() }) }],
-      },
-      (err, r) => {
-        if (err) return rej(err)
-        res({
-          requests: lat.length,
-          rps: round(lat.length / r.duration, 0),
-          p50: round(percentile(lat, 50), 2),
-          p90: round(percentile(lat, 90), 2),
-          p99: round(percentile(lat, 99), 2),
-          max: round(lat.length ? Math.max(...lat) : NaN, 2),
-          non2xx: r.non2xx,
-          errors: r.errors,
-          timeouts: r.timeouts,
-        })
-      },
-    )
-    inst.on('response', (_client: unknown, status: number, _bytes: number, ms: number) => {
-      if (status >= 200 && status < 300) lat.push(ms)
-    })
-  })
-}
 
 /** Stops everything we started, then prints whatever was measured. */
 async function finish(failure?: unknown) {
