@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import ExcelJS from 'exceljs'
 import { createCampaignJobs } from './campaign-jobs.ts'
 import { share, startStack, type Stack } from '../test/stack.ts'
 
@@ -158,6 +159,16 @@ describe('seed 003: nested city and county campaigns', () => {
     expect(first[3]).toMatch(/^湖南省岳阳市华容县./)
     expect(first.slice(7)).toEqual(['是', '一等奖'])
     expect(lines.join('\n')).not.toMatch(/1370000\d{4}/)
+
+    // The same rows as an Excel workbook.
+    const x = await fetch(`${s.base}/v1/campaigns/${city.id}/standings.xlsx`, { headers: { authorization: 'Bearer test-admin-token-0123456789abcdef' } })
+    expect(x.headers.get('content-type')).toMatch(/spreadsheetml/)
+    const book = new ExcelJS.Workbook()
+    await book.xlsx.load(Buffer.from(await x.arrayBuffer()) as never)
+    const sheet = book.worksheets[0]
+    const cells: string[][] = []
+    sheet.eachRow((row) => cells.push((row.values as unknown[]).slice(1).map((v) => String(v ?? ''))))
+    expect(cells).toEqual(lines.map((l) => l.split(',')))
   })
 
   it('settles on request once, freezes the result, and late events change nothing', async () => {

@@ -1,5 +1,6 @@
 import type { ClickHouseClient } from '@clickhouse/client'
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi'
+import ExcelJS from 'exceljs'
 import type { Redis } from 'ioredis'
 import type { CampaignJobs } from '../../aggregator/campaign-jobs.ts'
 import { keys, readInfos } from '../../core/keys.ts'
@@ -357,19 +358,8 @@ export function mountCampaigns(app: OpenAPIHono<AuthEnv>, deps: CampaignsDeps) {
     return c.json({ rank: rank + 1, score: entries.find((e) => e.user_id === user_id)?.score ?? 0, total, entries: strip(entries) }, 200)
   })
 
-  const csv = createRoute({
-    method: 'get',
-    path: '/v1/campaigns/{id}/standings.csv',
-    summary: 'Standings as CSV (UTF-8 with BOM for Excel; phone numbers masked)',
-    security: [{ bearer: [] }],
-    middleware: [requireStaff()] as const,
-    request: { params: Id },
-    responses: { 200: { description: 'CSV', content: { 'text/csv': { schema: z.string() } } }, ...errorResponses(401, 403, 404) },
-  })
-  app.openapi(csv, async (c) => {
-    const p = c.get('principal')
-    const camp = await visibleCampaign(deps, p, c.req.valid('param').id)
-    mustCover(p, campaignTarget(camp))
+  /** Every standing with its export columns (phones masked), header first. */
+  async function exportRows(camp: Campaign, p: Principal): Promise<(string | number)[][]> {
     const all: Standing[] = []
     let after: string | undefined
     for (;;) {
@@ -383,21 +373,54 @@ export function mountCampaigns(app: OpenAPIHono<AuthEnv>, deps: CampaignsDeps) {
       const r = await deps.ch.query({ query: 'SELECT id, phone FROM users FINAL WHERE has({ids:Array(String)}, id)', query_params: { ids: all.slice(i, i + 10_000).map((e) => e.user_id) }, format: 'JSONEachRow' })
       for (const u of (await r.json()) as { id: string; phone: string }[]) phones.set(u.id, u.phone)
     }
-    const cell = (v: unknown) => {
-      const t = v === null || v === undefined ? '' : String(v)
-      // Quote when needed; a leading = + - @ would be a formula in a spreadsheet.
-      const safe = /^[=+\-@]/.test(t) ? `'${t}` : t
-      return /[",\n\r]/.test(safe) ? `"${safe.replace(/"/g, '""')}"` : safe
-    }
-    const lines = [['名次', '姓名', '单位', '地区', '手机号', camp.metric === 'shares' ? '转发量' : '积分', '达成时间', '完成基础任务', '奖项'].map(cell).join(',')]
+    const rows: (string | number)[][] = [['名次', '姓名', '单位', '地区', '手机号', camp.metric === 'shares' ? '转发量' : '积分', '达成时间', '完成基础任务', '奖项']]
     for (const e of all) {
       const region = e.region_code ? [...deps.tree.lineage(e.region_code)].reverse().map((r) => r.name).join('') : ''
-      lines.push([e.rank, e.name, e.institution_id ?? '', region, maskPhone(phones.get(e.user_id) ?? ''), e.score, e.reached_at, e.eligible ? '是' : '否', e.prize ?? ''].map(cell).join(','))
+      rows.push([e.rank, e.name, e.institution_id ?? '', region, maskPhone(phones.get(e.user_id) ?? ''), e.score, e.reached_at, e.eligible ? '是' : '否', e.prize ?? ''])
     }
-    c.header('content-type', 'text/csv; charset=utf-8')
-    c.header('content-disposition', `attachment; filename="campaign-${camp.id}.csv"`)
-    return c.body('\uFEFF' + lines.join('\r\n') + '\r\n', 200) as never
-  })
+    return rows
+  }
+
+  const cell = (v: unknown) => {
+    const t = v === null || v === undefined ? '' : String(v)
+    // Quote when needed; a leading = + - @ would be a formula in a spreadsheet.
+    const safe = /^[=+\-@]/.test(t) ? `'${t}` : t
+    return /[",\n\r]/.test(safe) ? `"${safe.replace(/"/g, '""')}"` : safe
+  }
+
+  for (const ext of ['csv', 'xlsx'] as const) {
+    const route = createRoute({
+      method: 'get',
+      path: `/v1/campaigns/{id}/standings.${ext}`,
+      summary: ext === 'csv' ? 'Standings as CSV (UTF-8 with BOM for Excel; phone numbers masked)' : 'Standings as an Excel workbook (XLSX; phone numbers masked)',
+      security: [{ bearer: [] }],
+      middleware: [requireStaff()] as const,
+      request: { params: Id },
+      responses: {
+        200: { description: ext.toUpperCase(), content: ext === 'csv' ? { 'text/csv': { schema: z.string() } } : { 'application/vnd.openxmlformats-officedocument.spreadsheetml.sheet': { schema: z.string() } } },
+        ...errorResponses(401, 403, 404),
+      },
+    })
+    app.openapi(route, async (c) => {
+      const p = c.get('principal')
+      const camp = await visibleCampaign(deps, p, c.req.valid('param').id)
+      mustCover(p, campaignTarget(camp))
+      const rows = await exportRows(camp, p)
+      c.header('content-disposition', `attachment; filename="campaign-${camp.id}.${ext}"`)
+      if (ext === 'csv') {
+        c.header('content-type', 'text/csv; charset=utf-8')
+        return c.body('\uFEFF' + rows.map((r) => r.map(cell).join(',')).join('\r\n') + '\r\n', 200) as never
+      }
+      const book = new ExcelJS.Workbook()
+      const sheet = book.addWorksheet(camp.name.slice(0, 31).replace(/[\\/?*[\]:]/g, ' ') || 'standings')
+      sheet.addRows(rows)
+      sheet.getRow(1).font = { bold: true }
+      sheet.views = [{ state: 'frozen', ySplit: 1 }]
+      const buf = Buffer.from(await book.xlsx.writeBuffer())
+      c.header('content-type', 'application/vnd.openxmlformats-officedocument.spreadsheetml.sheet')
+      return c.body(buf, 200) as never
+    })
+  }
 
   const settle = createRoute({
     method: 'post',
