@@ -3,8 +3,9 @@ import { share, type Stack } from '../test/stack.ts'
 
 /**
  * A small 华容县 (430623, 岳阳市) for the dashboard test and the screenshots: communicators in its
- * towns, populations, a county official, an official of the neighbouring 岳阳县 (430621), a task
- * breakdown for this year, and share-backs. Phone numbers and passwords are made up.
+ * towns, populations, a county official, an official of the neighbouring 岳阳县 (430621), an
+ * official of the city 岳阳市 (4306), a task breakdown for this year, and share-backs; campaigns on
+ * request. Phone numbers and passwords are made up.
  */
 export const CITY = '4306'
 export const COUNTY = '430623' // 华容县
@@ -15,6 +16,7 @@ export const NEIGHBOUR = '430621' // 岳阳县
 export const PASSWORD = 'Kepu-demo-2024'
 export const COUNTY_OFFICIAL = { phone: '13912340001', name: '华容县科协 李娟' }
 export const NEIGHBOUR_OFFICIAL = { phone: '13912340002', name: '岳阳县科协 王强' }
+export const CITY_OFFICIAL = { phone: '13912340003', name: '岳阳市科协 陈静' }
 
 const SURNAMES = '张王李赵刘陈杨黄周吴徐孙胡朱高林何郭马罗'
 const GIVEN = ['伟', '芳', '娜', '敏', '静', '丽', '强', '磊', '洋', '艳', '勇', '军', '杰', '娟', '涛', '明', '超', '秀英', '霞', '平']
@@ -55,7 +57,7 @@ export async function seed(s: Stack, opts: { perTown?: number; days?: number; sh
     const r = await s.call('PUT', `/v1/regions/${code}/population`, { body: { population, year: 2020 } })
     if (r.status !== 200) throw new Error(`population ${code}: ${r.status}`)
   }
-  for (const [o, region] of [[COUNTY_OFFICIAL, COUNTY], [NEIGHBOUR_OFFICIAL, NEIGHBOUR]] as const) {
+  for (const [o, region] of [[COUNTY_OFFICIAL, COUNTY], [NEIGHBOUR_OFFICIAL, NEIGHBOUR], [CITY_OFFICIAL, CITY]] as const) {
     const r = await s.call('POST', '/v1/officials', { body: { phone: o.phone, password: PASSWORD, name: o.name, scope: { region_code: region } } })
     if (r.status !== 201) throw new Error(`official: ${r.status} ${r.text}`)
   }
@@ -91,4 +93,68 @@ export async function seed(s: Stack, opts: { perTown?: number; days?: number; sh
   }
   await s.waitForFacts(before + events.length)
   return { key, users }
+}
+
+/**
+ * Creates a campaign through the API (as the operator) and resolves once its backfill (what
+ * happened in the window before it was created) is done, so its standings are complete.
+ */
+export async function createCampaign(s: Stack, body: Record<string, unknown>): Promise<any> {
+  const jobs = s.service.aggregator!.jobs
+  const backfilled = new Set<string>()
+  let wake = () => {}
+  const on = (id: string) => (backfilled.add(id), wake())
+  jobs.events.on('backfilled', on)
+  try {
+    const r = await s.call('POST', '/v1/campaigns', { body })
+    if (r.status !== 201) throw new Error(`campaign: ${r.status} ${r.text}`)
+    if (r.json.status === 'scheduled' || r.json.status === 'cancelled') return r.json
+    await new Promise<void>((res, rej) => {
+      const timer = setTimeout(() => rej(new Error(`campaign ${r.json.id}: no backfill in 60 s`)), 60_000)
+      wake = () => {
+        if (backfilled.has(r.json.id)) (clearTimeout(timer), res())
+      }
+      wake()
+      // Done already (a window with nothing before it)?
+      void s.call('GET', `/v1/campaigns/${r.json.id}`).then((g) => g.json?.backfill === 'done' && on(r.json.id))
+    })
+    return (await s.call('GET', `/v1/campaigns/${r.json.id}`)).json
+  } finally {
+    jobs.events.off('backfilled', on)
+  }
+}
+
+/**
+ * The demo campaigns of 华容县 for the screenshots: a county campaign running over the last 20 days
+ * and the next 10 (prize tiers, a basic task some do not reach), a town campaign that ended and was
+ * settled, one not started yet and one cancelled.
+ */
+export async function seedCampaigns(s: Stack): Promise<{ running: any; final: any; scheduled: any; cancelled: any }> {
+  const DAY = 86400_000
+  const now = Date.now()
+  const day = (offset: number) => new Date(now + offset * DAY + 8 * 3600_000).toISOString().slice(0, 10)
+  const tiers = [
+    { from_rank: 1, to_rank: 1, prize: '一等奖' },
+    { from_rank: 2, to_rank: 3, prize: '二等奖' },
+    { from_rank: 4, to_rank: 8, prize: '三等奖' },
+  ]
+  // Past its cutoff when created: settled from the facts (by the aggregator or by this request).
+  const past = await s.call('POST', '/v1/campaigns', {
+    body: {
+      name: '插旗镇“科学防疫”转发赛', region_code: TOWN_A, starts_at: day(-45), ends_at: day(-31), metric: 'shares', min_score: 60, top_n: 3, grace_seconds: 3600,
+      tiers: [{ from_rank: 1, to_rank: 1, prize: '优秀传播员' }, { from_rank: 2, to_rank: 3, prize: '积极传播员' }],
+    },
+  })
+  if (past.status !== 201) throw new Error(`campaign: ${past.status} ${past.text}`)
+  let settled = await s.call('POST', `/v1/campaigns/${past.json.id}/settle`)
+  for (let i = 0; settled.status === 409 && settled.json?.error?.code === 'settling' && i < 50; i++) {
+    await new Promise((res) => setTimeout(res, 200))
+    settled = await s.call('POST', `/v1/campaigns/${past.json.id}/settle`)
+  }
+  if (settled.status !== 200 || settled.json.status !== 'final') throw new Error(`settle: ${settled.status} ${settled.text}`)
+  const cancelled = (await s.call('POST', '/v1/campaigns', { body: { name: '章华镇读书月活动', region_code: TOWN_C, starts_at: day(3), ends_at: day(30), metric: 'points', top_n: 5 } })).json
+  await s.call('POST', `/v1/campaigns/${cancelled.id}/cancel`)
+  const scheduled = await createCampaign(s, { name: '三封寺镇暑期科普积分赛', region_code: TOWN_B, starts_at: day(5), ends_at: day(35), metric: 'points', min_score: 100, top_n: 10, tiers })
+  const running = await createCampaign(s, { name: '华容县全民科学素质月转发竞赛', region_code: COUNTY, starts_at: day(-19), ends_at: day(10), metric: 'shares', min_score: 250, top_n: 8, tiers })
+  return { running, final: settled.json, scheduled, cancelled: (await s.call('GET', `/v1/campaigns/${cancelled.id}`)).json }
 }

@@ -61,6 +61,33 @@ export async function api(path, { method = 'GET', body, signal } = {}) {
   return json
 }
 
+/**
+ * Downloads a file the API serves (e.g. a campaign's standings as CSV or XLSX): fetched with the token in the
+ * header (never in the URL), then saved through a Blob URL and an `<a download>`.
+ */
+export async function download(path, filename) {
+  const r = await fetch(path, { headers: headers({ accept: '*/*' }) })
+  if (!r.ok) {
+    let e = null
+    try {
+      e = (await r.json())?.error
+    } catch {
+      /* not JSON */
+    }
+    if (r.status === 401) authEvents.dispatchEvent(new Event('expired'))
+    throw new ApiError(r.status, e?.code ?? `http_${r.status}`, e?.message ?? r.statusText)
+  }
+  const url = URL.createObjectURL(await r.blob())
+  const a = document.createElement('a')
+  a.href = url
+  a.download = filename
+  a.hidden = true
+  document.body.append(a)
+  a.click()
+  a.remove()
+  setTimeout(() => URL.revokeObjectURL(url), 60_000)
+}
+
 export async function login(phone, password) {
   const r = await api('/v1/auth/login', { method: 'POST', body: { phone, password } })
   session.set({ token: r.token, expires_at: r.expires_at, scope: r.scope, role: r.role, name: r.name })

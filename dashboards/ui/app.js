@@ -1,7 +1,8 @@
 // 科普中国 live dashboard for officials: overview (live KPI cards, trends, child regions with
-// drill-down), leaderboards, task breakdown. Plain ES modules, no build step. Routes live in the
-// hash: #/overview/<region>, #/leaders/<region>?period=&metric=, #/tasks/<year>?behind=1.
-import { api, ApiError, authEvents, live, login, session } from './api.js'
+// drill-down), leaderboards, task breakdown, campaigns. Plain ES modules, no build step. Routes live
+// in the hash: #/overview/<region>, #/leaders/<region>?period=&metric=, #/tasks/<year>?behind=1,
+// #/campaigns?status=, #/campaigns/<id>?limit=, #/campaigns/new.
+import { api, ApiError, authEvents, download, live, login, session } from './api.js'
 import { drawChart } from './chart.js'
 
 const $ = (sel, root = document) => root.querySelector(sel)
@@ -62,6 +63,7 @@ function shell(active) {
         <a href="#/overview" data-nav="overview">概览</a>
         <a href="#/leaders" data-nav="leaders">排行榜</a>
         <a href="#/tasks" data-nav="tasks">任务分解</a>
+        <a href="#/campaigns" data-nav="campaigns">竞赛</a>
       </nav>
       <div class="who"><span id="live" class="live" data-state="off" title="实时推送状态"><i></i><em>未连接</em></span>
         <span class="name">${esc(s.name ?? '')} · ${esc(scope)}</span>
@@ -564,6 +566,424 @@ async function renderTasks(ctx, view, yearArg, q) {
   }
 }
 
+/* ---------- campaigns ---------- */
+
+const STATUS = { scheduled: '未开始', running: '进行中', settling: '结算中', final: '已结束', cancelled: '已取消' }
+const METRIC = { shares: '传播量', points: '积分' }
+const statusBadge = (st) => `<span class="badge st-${esc(st)}" data-status="${esc(st)}">${esc(STATUS[st] ?? st)}</span>`
+/** API times are Shanghai time with the offset: "2024-05-01T08:00:00.000+08:00" → "2024-05-01 08:00". */
+const when = (iso) => (iso ? String(iso).slice(0, 16).replace('T', ' ') : '—')
+/** The end is exclusive: a window ending at midnight is shown as "<the day before> 24:00". */
+function endText(iso) {
+  const t = when(iso)
+  if (!t.endsWith(' 00:00')) return t
+  const day = new Date(Date.parse(`${t.slice(0, 10)}T00:00:00Z`) - 86400_000).toISOString().slice(0, 10)
+  return `${day} 24:00`
+}
+const windowText = (c) => `${when(c.starts_at)} 至 ${endText(c.ends_at)}`
+const targetName = (c) => (c.region_code !== null ? names.get(c.region_code) ?? c.region_code : c.institution_id ? `机构 ${c.institution_id}` : '全国')
+const rankText = (t) => (t.from_rank === t.to_rank ? `第 ${t.from_rank} 名` : `第 ${t.from_rank}–${t.to_rank} 名`)
+const tiersText = (c) => (c.tiers.length ? c.tiers.map((t) => `${rankText(t)}：${esc(t.prize)}`).join('；') : '未设奖项')
+const hasEnded = (c) => Date.parse(c.ends_at) <= Date.now()
+/** Her scope covers the campaign (the API checks it again): she organises it and may settle it. */
+function organises(c) {
+  const s = session.get()
+  if (s?.role === 'operator') return true
+  if (s?.scope?.region_code) return c.region_code !== null && c.region_code.startsWith(s.scope.region_code)
+  if (s?.scope?.institution_id) return c.institution_id === s.scope.institution_id
+  return false
+}
+const campaignPath = (id) => `/v1/campaigns/${encodeURIComponent(id)}`
+
+/** Names of the regions in `codes` (communicators' towns), learned from their parent's KPIs once. */
+const namesTried = new Set()
+async function learnNames(codes) {
+  const own = scopeRegion(session.get())
+  if (own === null) return false
+  const parents = new Set()
+  for (const code of codes) {
+    if (!code || names.has(code)) continue
+    const parent = code.length === 9 ? code.slice(0, 6) : code.length === 6 ? code.slice(0, 4) : code.slice(0, 2)
+    if (parent.startsWith(own) && !kids.has(parent) && !namesTried.has(parent)) parents.add(parent)
+  }
+  if (!parents.size) return false
+  await Promise.all(
+    [...parents].map(async (p) => {
+      namesTried.add(p)
+      try {
+        learnKids(p, await api(`/v1/kpis?region=${p}`))
+      } catch {
+        /* names are a nicety: the code stays */
+      }
+    }),
+  )
+  return true
+}
+
+async function renderCampaignList(ctx, view, q) {
+  const s = session.get()
+  const own = scopeRegion(s)
+  const status = Object.hasOwn(STATUS, q.get('status') ?? '') ? q.get('status') : ''
+  view.innerHTML = `<div class="loading">加载中…</div>`
+  if (own !== null) {
+    try {
+      await learnRegion(own)
+    } catch {
+      /* names only */
+    }
+    if (!ctx.alive) return
+  }
+  const scopeName = own !== null ? names.get(own) ?? own : s.scope?.institution_id ? `机构 ${s.scope.institution_id}` : '全国'
+  view.innerHTML = `
+    <div class="head"><div class="title"><h1>竞赛活动</h1><span class="muted">${esc(scopeName)}及下级的竞赛，最新创建的在前</span>
+      <a class="button primary" href="#/campaigns/new" id="new-campaign">新建竞赛</a></div></div>
+    <section class="panel">
+      <div class="panel-head wrap">
+        <div class="seg" id="statuses">${[['', '全部'], ...Object.entries(STATUS)].map(([v, l]) => `<a href="#/campaigns${v ? `?status=${v}` : ''}" class="${v === status ? 'active' : ''}" data-filter="${v}">${l}</a>`).join('')}</div>
+        <span class="muted small" id="campaigns-meta"></span>
+      </div>
+      <div id="campaigns"></div>
+      <div class="pager"><button type="button" id="prev" disabled>上一页</button><button type="button" id="next" disabled>下一页</button></div>
+    </section>`
+  const PAGE = Math.min(100, Math.max(1, Number(q.get('limit')) || 20))
+  const cursors = [null]
+  const load = async () => {
+    const after = cursors[cursors.length - 1]
+    const p = new URLSearchParams({ limit: String(PAGE) })
+    if (status) p.set('status', status)
+    if (after) p.set('after', after)
+    const r = await guarded(ctx, view, () => api(`/v1/campaigns?${p}`))
+    if (!r || !ctx.alive) return
+    $('#campaigns-meta', view).textContent = r.entries.length ? `本页 ${r.entries.length} 项` : ''
+    $('#campaigns', view).innerHTML = r.entries.length
+      ? `<div class="table-wrap"><table class="campaigns"><thead><tr><th>名称</th><th>状态</th><th>范围</th><th>时间窗口</th><th>指标</th><th class="n">基础任务</th><th class="n">奖励名额</th></tr></thead><tbody>${r.entries
+          .map(
+            (c) => `<tr data-campaign="${esc(c.id)}"><td><a href="#/campaigns/${esc(c.id)}" class="open">${esc(c.name)}</a></td><td>${statusBadge(c.status)}</td>
+              <td>${esc(targetName(c))}</td><td class="muted">${esc(windowText(c))}</td><td>${METRIC[c.metric] ?? esc(c.metric)}</td>
+              <td class="n">${num(c.min_score)}</td><td class="n">前 ${num(c.top_n)} 名</td></tr>`,
+          )
+          .join('')}</tbody></table></div>`
+      : `<p class="empty">${status ? `没有“${STATUS[status]}”的竞赛。` : '辖区内还没有竞赛。'}<a href="#/campaigns/new">新建竞赛</a></p>`
+    $('#prev', view).disabled = cursors.length < 2
+    $('#next', view).disabled = !r.next
+    $('#next', view).dataset.cursor = r.next ?? ''
+  }
+  $('#next', view).addEventListener('click', (ev) => {
+    const c = ev.currentTarget.dataset.cursor
+    if (c) (cursors.push(c), void load())
+  })
+  $('#prev', view).addEventListener('click', () => {
+    if (cursors.length > 1) (cursors.pop(), void load())
+  })
+  await load()
+}
+
+async function renderCampaign(ctx, view, id, q) {
+  view.innerHTML = `<div class="loading">加载中…</div>`
+  let c = await guarded(ctx, view, () => api(campaignPath(id)))
+  if (!c || !ctx.alive) return
+  if (c.region_code !== null) {
+    try {
+      await learnRegion(c.region_code)
+    } catch {
+      /* names only */
+    }
+    if (!ctx.alive) return
+  }
+  const metricName = METRIC[c.metric] ?? c.metric
+  view.innerHTML = `
+    <div class="head">
+      <nav class="crumbs" aria-label="位置"><a href="#/campaigns">竞赛活动</a><i>›</i><span aria-current="page">${esc(c.name)}</span></nav>
+      <div class="title"><h1 id="campaign-name">${esc(c.name)}</h1><span id="campaign-status"></span>
+        <div class="actions"><button type="button" id="csv" data-ext="csv">下载CSV</button><button type="button" id="xlsx" data-ext="xlsx">下载Excel</button><button type="button" id="settle" class="primary" hidden>结算</button></div></div>
+      <div id="settle-box"></div>
+      <dl class="facts" id="campaign-facts"></dl>
+    </div>
+    <section class="panel">
+      <div class="panel-head wrap"><h2 id="standings-title">实时排名</h2>
+        <form id="find" class="inline"><input name="user" placeholder="科普员编号" aria-label="按科普员编号查找" maxlength="64" required><button type="submit">查找</button></form>
+        <span class="muted small" id="standings-meta"></span></div>
+      <div id="standings"></div>
+      <div class="pager"><button type="button" id="prev" disabled>上一页</button><button type="button" id="next" disabled>下一页</button></div>
+    </section>`
+
+  const paintHead = () => {
+    $('#campaign-status', view).innerHTML = statusBadge(c.status)
+    const settleAt = new Date(Date.parse(c.ends_at) + c.grace_seconds * 1000).toISOString()
+    const facts = [
+      ['范围', esc(targetName(c))],
+      ['时间窗口', esc(windowText(c))],
+      ['指标', esc(metricName)],
+      ['基础任务', `${esc(metricName)}达到 ${num(c.min_score)}`],
+      ['奖励名额', `前 ${num(c.top_n)} 名`],
+      ['奖项', tiersText(c)],
+      c.status === 'final'
+        ? ['结算时间', esc(when(c.settled_at))]
+        : c.status === 'cancelled'
+          ? ['取消时间', esc(when(c.cancelled_at))]
+          : ['自动结算', `${esc(when(shanghaiIsoOf(settleAt)))}（结束后宽限 ${num(Math.round(c.grace_seconds / 60))} 分钟）`],
+    ]
+    $('#campaign-facts', view).innerHTML = facts.map(([k, v]) => `<div><dt>${k}</dt><dd>${v}</dd></div>`).join('')
+    $('#settle', view).hidden = !(organises(c) && (c.status === 'running' || c.status === 'settling') && hasEnded(c))
+    $('#standings-title', view).textContent = c.status === 'final' ? '最终排名（已冻结）' : c.status === 'scheduled' ? '排名（未开始）' : '实时排名'
+  }
+  paintHead()
+
+  // Standings: the top pages by keyset cursor, or one person with neighbours.
+  const PAGE = Math.min(100, Math.max(1, Number(q.get('limit')) || 20))
+  let cursors = [null]
+  let mode = { kind: 'top' }
+  let shown = { entries: [], me: null }
+  const rows = (entries, me) =>
+    entries.length
+      ? `<div class="table-wrap"><table class="standings"><thead><tr><th class="n">名次</th><th>姓名</th><th class="n">${esc(metricName)}</th><th>奖项</th><th>编号</th><th>地区</th><th>达到时间</th></tr></thead><tbody>${entries
+          .map(
+            (e) => `<tr data-user="${esc(e.user_id)}" class="${[e.eligible ? '' : 'ineligible', e.user_id === me ? 'me' : ''].join(' ').trim()}"><td class="n rank">${e.rank}</td><td>${esc(e.name)}</td><td class="n score">${num(e.score)}</td>
+              <td class="prize">${e.prize ? `<span class="badge prize">${esc(e.prize)}</span>` : e.eligible ? '<span class="muted">—</span>' : '<span class="badge inel">未完成基础任务</span>'}</td>
+              <td class="muted">${esc(e.user_id)}</td><td>${esc(names.get(e.region_code ?? '') ?? e.region_code ?? '')}</td><td class="muted">${esc(when(e.reached_at))}</td></tr>`,
+          )
+          .join('')}</tbody></table></div>`
+      : `<p class="empty">${c.status === 'scheduled' ? '竞赛尚未开始。' : '暂无参赛记录。'}</p>`
+  const paintRows = (entries, me) => {
+    shown = { entries, me }
+    $('#standings', view).innerHTML = rows(entries, me)
+    // Town names arrive a moment later; the rows are repainted then.
+    void learnNames(entries.map((e) => e.region_code)).then((learned) => {
+      if (learned && ctx.alive && shown.entries === entries) $('#standings', view).innerHTML = rows(entries, me)
+    })
+  }
+  const backTop = () => {
+    $('#back-top', view)?.addEventListener('click', (ev) => {
+      ev.preventDefault()
+      mode = { kind: 'top' }
+      cursors = [null]
+      void load()
+    })
+  }
+  /** The campaign moved on by itself (running → settling → final): read it again. */
+  const follow = async (status) => {
+    if (status === c.status) return
+    const next = await api(campaignPath(c.id))
+    if (!ctx.alive) return
+    c = next
+    paintHead()
+  }
+  let busy = false
+  let again = false
+  let lastLoad = 0
+  const load = async () => {
+    if (busy) return void (again = true)
+    busy = true
+    lastLoad = Date.now()
+    try {
+      if (mode.kind === 'top') {
+        const after = cursors[cursors.length - 1]
+        const p = new URLSearchParams({ limit: String(PAGE) })
+        if (after) p.set('after', after)
+        const b = await api(`${campaignPath(c.id)}/standings?${p}`)
+        if (!ctx.alive) return
+        $('#standings-meta', view).textContent = `共 ${num(b.total)} 人${b.status === 'final' ? ' · 已冻结' : ''}`
+        paintRows(b.entries, null)
+        $('#prev', view).disabled = cursors.length < 2
+        $('#next', view).disabled = !b.next
+        $('#next', view).dataset.cursor = b.next ?? ''
+        await follow(b.status)
+      } else {
+        const u = await api(`${campaignPath(c.id)}/standings/users/${encodeURIComponent(mode.id)}?around=5`)
+        if (!ctx.alive) return
+        $('#standings-meta', view).innerHTML = u.rank
+          ? `科普员 ${esc(mode.id)}：第 <b>${u.rank}</b> 名，共 ${num(u.total)} 人 · <a href="#" id="back-top">返回榜首</a>`
+          : `科普员 ${esc(mode.id)} 在本竞赛暂无成绩 · <a href="#" id="back-top">返回榜首</a>`
+        paintRows(u.entries, mode.id)
+        $('#prev', view).disabled = true
+        $('#next', view).disabled = true
+        backTop()
+      }
+    } catch (e) {
+      if (!ctx.alive || (e instanceof ApiError && e.status === 401)) return
+      if (mode.kind === 'user' && e instanceof ApiError && (e.status === 404 || e.status === 403)) {
+        $('#standings-meta', view).innerHTML = `${e.status === 404 ? '未找到该科普员' : '该科普员不在您的管辖范围内'} · <a href="#" id="back-top">返回榜首</a>`
+        $('#standings', view).innerHTML = ''
+        backTop()
+      } else $('#standings', view).innerHTML = errorBox(e)
+    } finally {
+      busy = false
+      if (again && ctx.alive) {
+        again = false
+        void load()
+      }
+    }
+  }
+  $('#next', view).addEventListener('click', (ev) => {
+    const cur = ev.currentTarget.dataset.cursor
+    if (cur) (cursors.push(cur), void load())
+  })
+  $('#prev', view).addEventListener('click', () => {
+    if (cursors.length > 1) (cursors.pop(), void load())
+  })
+  $('#find', view).addEventListener('submit', (ev) => {
+    ev.preventDefault()
+    const who = String(new FormData(ev.target).get('user') ?? '').trim()
+    if (!who) return
+    mode = { kind: 'user', id: who }
+    void load()
+  })
+
+  // CSV / XLSX: fetched with the token in the header, saved through a Blob.
+  const save = async (ev) => {
+    const btn = ev.currentTarget
+    const ext = btn.dataset.ext
+    btn.disabled = true
+    try {
+      await download(`${campaignPath(c.id)}/standings.${ext}`, `${c.name.replace(/[\\/:*?"<>|\s]+/g, '_')}-排名.${ext}`)
+    } catch (e) {
+      if (ctx.alive && !(e instanceof ApiError && e.status === 401)) $('#settle-box', view).innerHTML = `<p class="notice bad" role="alert">下载失败：${esc(e?.message ?? e)}</p>`
+    } finally {
+      btn.disabled = false
+    }
+  }
+  $('#csv', view).addEventListener('click', save)
+  $('#xlsx', view).addEventListener('click', save)
+
+  // Settle: a confirm step, then POST …/settle; the status shown is the one the API answers.
+  $('#settle', view).addEventListener('click', () => {
+    const box = $('#settle-box', view)
+    box.innerHTML = `<div class="confirm" role="alertdialog" aria-labelledby="settle-q"><p id="settle-q">确认立即结算“${esc(c.name)}”？结算后排名冻结、奖项确定，不能撤销；宽限期内尚未到达的数据将不再计入。</p>
+      <button type="button" id="settle-confirm" class="primary">确认结算</button> <button type="button" id="settle-cancel">取消</button></div>`
+    $('#settle-cancel', box).addEventListener('click', () => (box.innerHTML = ''))
+    $('#settle-confirm', box).addEventListener('click', async (ev) => {
+      ev.currentTarget.disabled = true
+      try {
+        const done = await api(`${campaignPath(c.id)}/settle`, { method: 'POST' })
+        if (!ctx.alive) return
+        c = done
+        paintHead()
+        box.innerHTML = `<p class="notice ok" id="settle-result" role="status">${statusBadge(c.status)} 已于 ${esc(when(c.settled_at))} 结算，排名已冻结。</p>`
+        mode = { kind: 'top' }
+        cursors = [null]
+        void load()
+      } catch (e) {
+        if (!ctx.alive || (e instanceof ApiError && e.status === 401)) return
+        const why =
+          e instanceof ApiError && e.code === 'not_ended' ? '竞赛时间窗口尚未结束，不能结算。'
+          : e instanceof ApiError && e.code === 'settling' ? '正在结算中，请稍后刷新。'
+          : e instanceof ApiError && e.code === 'cancelled' ? '竞赛已取消，不能结算。'
+          : `结算失败：${e?.message ?? e}`
+        box.innerHTML = `<p class="notice bad" id="settle-result" role="alert">${esc(why)}</p>`
+      }
+    })
+  })
+
+  await load()
+  if (!ctx.alive) return
+  performance.mark('standings-rendered')
+  // Live: a push means a stored batch touched the region; refetch the page shown, at most once a second.
+  if (c.status !== 'final' && c.status !== 'cancelled') {
+    let first = true
+    let timer = 0
+    ctx.stops.push(() => clearTimeout(timer))
+    ctx.stops.push(
+      live(c.region_code ?? scopeRegion(session.get()) ?? '', {
+        onState: (st) => ctx.alive && setLive(st),
+        onKpis: () => {
+          if (first) return void (first = false)
+          if (!ctx.alive || c.status === 'final' || c.status === 'cancelled' || timer) return
+          timer = setTimeout(() => ((timer = 0), void load()), Math.max(0, lastLoad + 1000 - Date.now()))
+        },
+      }),
+    )
+  }
+}
+
+/** An ISO instant (UTC "Z") as Shanghai time with the offset, like the API writes them. */
+function shanghaiIsoOf(iso) {
+  return new Date(Date.parse(iso) + 8 * 3600_000).toISOString().replace('Z', '+08:00')
+}
+
+async function renderCampaignForm(ctx, view) {
+  const s = session.get()
+  const own = scopeRegion(s)
+  const inst = s.scope?.institution_id ?? null
+  view.innerHTML = `<div class="loading">加载中…</div>`
+  if (own !== null) {
+    const ok = await guarded(ctx, view, () => learnRegion(own).then(() => true))
+    if (!ok || !ctx.alive) return
+  }
+  const regions = own === null ? [] : [{ code: own, name: names.get(own) ?? (own || '全国') }, ...(kids.get(own) ?? [])]
+  const day = (offset) => shanghaiDay(Date.now() + offset * 86400_000)
+  view.innerHTML = `
+    <div class="head"><nav class="crumbs" aria-label="位置"><a href="#/campaigns">竞赛活动</a><i>›</i><span aria-current="page">新建竞赛</span></nav>
+      <div class="title"><h1>新建竞赛</h1><span class="muted">时间按北京时间；结束日期当天也计入</span></div></div>
+    <form id="campaign-form" class="panel form" novalidate>
+      <label class="wide">名称<input name="name" required maxlength="100" placeholder="例如：${esc(regions[0]?.name ?? '')}科普转发竞赛"></label>
+      ${
+        inst
+          ? `<label>范围<input value="机构 ${esc(inst)}" disabled></label>`
+          : `<label>范围<select name="region_code">${regions.map((r, i) => `<option value="${esc(r.code)}"${i === 0 ? ' selected' : ''}>${esc(r.name)}${i === 0 ? '（本级）' : ''}</option>`).join('')}</select></label>`
+      }
+      <label>指标<select name="metric"><option value="shares">传播量</option><option value="points">积分</option></select></label>
+      <label>开始日期<input type="date" name="starts_at" required value="${day(1)}"></label>
+      <label>结束日期（含）<input type="date" name="ends_at" required value="${day(7)}"></label>
+      <label>基础任务（最低成绩）<input type="number" name="min_score" min="0" step="1" value="10" inputmode="numeric"></label>
+      <label>奖励名额（前 N 名）<input type="number" name="top_n" min="1" max="1000" step="1" value="10" inputmode="numeric"></label>
+      <fieldset class="wide"><legend>奖项（按名次区间，未完成基础任务者不获奖）</legend>
+        <div class="table-wrap"><table class="tiers"><thead><tr><th>自第几名</th><th>至第几名</th><th>奖项名称</th><th></th></tr></thead><tbody id="tier-rows"></tbody></table></div>
+        <button type="button" id="add-tier">添加奖项</button></fieldset>
+      <p class="error-text wide" role="alert" id="form-error"></p>
+      <div class="wide actions"><button type="submit" class="primary">创建竞赛</button> <a class="button" href="#/campaigns">取消</a></div>
+    </form>`
+  const body = $('#tier-rows', view)
+  const addTier = (from = '', to = '', prize = '') => {
+    const tr = document.createElement('tr')
+    tr.innerHTML = `<td><input name="from_rank" type="number" min="1" step="1" value="${esc(from)}" aria-label="自第几名" inputmode="numeric"></td>
+      <td><input name="to_rank" type="number" min="1" step="1" value="${esc(to)}" aria-label="至第几名" inputmode="numeric"></td>
+      <td><input name="prize" maxlength="64" value="${esc(prize)}" aria-label="奖项名称"></td>
+      <td><button type="button" class="link remove" aria-label="删除该奖项">删除</button></td>`
+    tr.querySelector('.remove').addEventListener('click', () => tr.remove())
+    body.append(tr)
+  }
+  addTier(1, 1, '一等奖')
+  addTier(2, 3, '二等奖')
+  addTier(4, 10, '三等奖')
+  $('#add-tier', view).addEventListener('click', () => addTier())
+  const form = $('#campaign-form', view)
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault()
+    const fd = new FormData(form)
+    const n = (v) => (String(v ?? '').trim() === '' ? undefined : Number(v))
+    const payload = {
+      name: String(fd.get('name') ?? ''),
+      ...(inst ? { institution_id: inst } : { region_code: String(fd.get('region_code') ?? '') || undefined }),
+      starts_at: String(fd.get('starts_at') ?? ''),
+      ends_at: String(fd.get('ends_at') ?? ''),
+      metric: String(fd.get('metric') ?? 'shares'),
+      min_score: n(fd.get('min_score')),
+      top_n: n(fd.get('top_n')),
+      tiers: [...body.querySelectorAll('tr')]
+        .map((tr) => ({ from_rank: n(tr.querySelector('[name=from_rank]').value), to_rank: n(tr.querySelector('[name=to_rank]').value), prize: tr.querySelector('[name=prize]').value }))
+        .filter((t) => t.from_rank !== undefined || t.to_rank !== undefined || t.prize.trim() !== ''),
+    }
+    const btn = form.querySelector('button[type=submit]')
+    btn.disabled = true
+    $('#form-error', view).textContent = ''
+    try {
+      const created = await api('/v1/campaigns', { method: 'POST', body: payload })
+      if (ctx.alive) go(`#/campaigns/${created.id}`)
+    } catch (e) {
+      if (!ctx.alive || (e instanceof ApiError && e.status === 401)) return
+      $('#form-error', view).textContent =
+        e instanceof ApiError && e.status === 400 ? `输入有误（400）：${e.message}` : e instanceof ApiError && e.status === 403 ? '无权在该范围创建竞赛（403）' : `创建失败：${e?.message ?? e}`
+      btn.disabled = false
+    }
+  })
+}
+
+function renderCampaigns(ctx, view, arg, q) {
+  if (arg === 'new') return renderCampaignForm(ctx, view)
+  if (arg) return renderCampaign(ctx, view, arg, q)
+  return renderCampaignList(ctx, view, q)
+}
+
 /* ---------- router ---------- */
 
 function render() {
@@ -574,6 +994,7 @@ function render() {
   const own = scopeRegion(s)
   const view = shell(name)
   if (name === 'tasks') return void renderTasks(ctx, view, arg, q)
+  if (name === 'campaigns') return void renderCampaigns(ctx, view, arg, q)
   // A region in the hash is only a request: the API decides whether she may see it.
   const region = arg !== null && /^(\d{2}|\d{4}|\d{6}|\d{9})?$/.test(arg) ? arg : own ?? ''
   if (name === 'leaders') return void renderLeaders(ctx, view, region, q)
