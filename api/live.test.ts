@@ -192,10 +192,12 @@ describe('the stream itself', () => {
     // The last change is never dropped: a push computed after the last notice arrives.
     const trailing = await c.next<{ at: number }>((e) => e.event === 'kpis' && e.data.at >= lastNotice, start)
     expect(trailing.at).toBeGreaterThanOrEqual(lastNotice)
-    // Pushes start at least 300 ms apart (`at` is when each snapshot was taken), so a burst is coalesced.
-    const ats = c.events.slice(start).map((e) => JSON.parse(e.data).at as number)
-    for (let i = 1; i < ats.length; i++) expect(ats[i] - ats[i - 1]).toBeGreaterThanOrEqual(295)
-    expect(ats.length).toBeLessThanOrEqual(Math.ceil((Date.now() - t0) / 300) + 1)
+    // A burst is coalesced: 20 notices give at most one push per 300 ms of the burst, plus the trailing
+    // one. (Counted, not timed pair by pair: a snapshot may be shared by pushes, and on a loaded
+    // machine its timestamp is not the push's.)
+    const pushes = c.events.length - start
+    expect(pushes).toBeLessThan(20)
+    expect(pushes).toBeLessThanOrEqual(Math.ceil((Date.now() - t0) / 300) + 1)
     await waitFor(() => c.comments.length > 0)
     expect(c.comments[0]).toBe(': ping')
     // A notice for another province changes nothing.

@@ -105,6 +105,58 @@ export async function rollupCounts(ch: ClickHouseClient, regions: string[], inst
   return out
 }
 
+/**
+ * Counts of one region (all institutions) per day or per month over inclusive days [from, to]: one
+ * grouped read of the daily or monthly rollup and one of the registrations, instead of one KPI query
+ * per bucket. Keys are the bucket's first day (YYYY-MM-DD).
+ */
+export async function seriesCounts(ch: ClickHouseClient, region: string, by: 'day' | 'month', from: string, to: string): Promise<Map<string, Counts>> {
+  const table = by === 'day' ? 'kpi_daily' : 'kpi_monthly'
+  const col = by === 'day' ? 'day' : 'month'
+  const params = { r: region, from, to, mfrom: from.slice(0, 8) + '01' }
+  const [act, reg] = await Promise.all([
+    rows<{ b: string; active: string; shares: string; points: string }>(
+      ch,
+      `SELECT toString(${col}) AS b, groupBitmapMerge(active) AS active, groupBitmapMerge(shares) AS shares, sum(points) AS points
+       FROM ${table} WHERE region_code = {r:String} AND institution_id = '' AND ${col} BETWEEN {${by === 'day' ? 'from' : 'mfrom'}:Date} AND {to:Date} GROUP BY b`,
+      params,
+    ),
+    rows<{ d: string; n: string }>(
+      ch,
+      `SELECT toString(day) AS d, sum(delta) AS n FROM registrations_daily WHERE region_code = {r:String} AND institution_id = '' AND day <= {to:Date} GROUP BY day ORDER BY day`,
+      params,
+    ),
+  ])
+  const out = new Map<string, Counts>()
+  for (const a of act) out.set(a.b, { ...NO_COUNTS, active: Number(a.active), shares: Number(a.shares), points: Number(a.points) })
+  const bucketOf = (day: string) => (by === 'day' ? day : day.slice(0, 8) + '01')
+  // Certified by a bucket's last day: registrations up to it (a running sum over the days).
+  const keys = new Set([...out.keys()])
+  let d = by === 'day' ? from : params.mfrom
+  while (d <= to) {
+    keys.add(d)
+    d = by === 'day' ? isoDay(parseDay(d)! + DAY_MS) : (([y, m]) => (m === 12 ? `${y + 1}-01-01` : `${y}-${String(m + 1).padStart(2, '0')}-01`))(d.split('-').map(Number))
+  }
+  const ends = [...keys].sort().map((k) => {
+    const last = by === 'day' ? k : (([y, m]) => isoDay(parseDay(m === 12 ? `${y + 1}-01-01` : `${y}-${String(m + 1).padStart(2, '0')}-01`)! - DAY_MS))(k.split('-').map(Number))
+    return { k, last: last > to ? to : last }
+  })
+  let i = 0
+  let certified = 0
+  for (const { k, last } of ends) {
+    while (i < reg.length && reg[i].d <= last) certified += Number(reg[i++].n)
+    const c = out.get(k) ?? { ...NO_COUNTS }
+    c.certified = certified
+    out.set(k, c)
+  }
+  for (const r of reg) {
+    if (r.d < from) continue
+    const c = out.get(bucketOf(r.d))
+    if (c) c.new_registrations += Number(r.n)
+  }
+  return out
+}
+
 export type RegionKpi = z.infer<typeof Kpi>
 
 /** KPIs of a region ('' = national) and of each of its children for [fromMs, toEndMs). */

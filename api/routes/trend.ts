@@ -4,16 +4,20 @@ import { DAY_MS, isoDay, parseDay, shanghaiMidnight } from '../../core/time.ts'
 import { requireStaff, type AuthEnv } from '../middleware/auth/index.ts'
 import { mustCover } from '../middleware/scope/index.ts'
 import { errorResponses } from '../schemas.ts'
-import { defaultRegion, regionKpis, type KpiDeps } from './kpis.ts'
+import { defaultRegion, NO_COUNTS, seriesCounts, type KpiDeps } from './kpis.ts'
 
 /**
  * KPIs of one region as a series of days or months, for the dashboard's trend charts, in one call
- * instead of one /v1/kpis call per bucket from the page. Each bucket is computed by the same
- * function as `/v1/kpis?from=<bucket start>&to=<bucket end>` (regionKpis, over the KPI rollups), a
- * few buckets at a time, so the two can never disagree.
+ * instead of one /v1/kpis call per bucket from the page: one grouped read of the same rollups that
+ * `/v1/kpis?from=<bucket start>&to=<bucket end>` reads, so each bucket equals that call.
  */
 const MAX_BUCKETS = { day: 120, month: 60 } as const
-const CONCURRENCY = 4
+
+/** The country's population: the sum of its provinces' (null if any is unknown), as /v1/kpis does. */
+async function nationalPopulation(deps: KpiDeps, year: number): Promise<number | null> {
+  const pops = await Promise.all(deps.tree.children(null).map(async (r) => (await deps.populations.of(r.code, year))?.population ?? null))
+  return pops.every((p) => p !== null) ? pops.reduce((a, p) => a + p!, 0) : null
+}
 
 const Point = z.object({
   period: z.string().openapi({ description: 'YYYY-MM-DD (by=day) or YYYY-MM (by=month)' }),
@@ -116,18 +120,21 @@ export function mountTrend(app: OpenAPIHono<AuthEnv>, deps: KpiDeps) {
     // A month bucket reaches its whole month, also where the range starts or ends inside it.
     const startMs = list[0].fromMs
     const endMs = list[list.length - 1].endMs
-    // Each bucket is exactly /v1/kpis for its days, computed by the same function, a few at a time.
-    const points: z.infer<typeof Point>[] = new Array(list.length)
-    let next = 0
-    const worker = async () => {
-      for (let i = next++; i < list.length; i = next++) {
-        const b = list[i]
-        const { top } = await regionKpis(deps, region, b.fromMs, b.endMs)
-        const { region: _r, name: _n, ...k } = top
-        points[i] = { period: b.period, from: isoDay(b.fromMs), to: isoDay(b.endMs - 1), ...k }
-      }
+    // One grouped read of the same rollups /v1/kpis reads: each bucket equals /v1/kpis for its days.
+    const counts = await seriesCounts(deps.ch, region, q.by, isoDay(startMs), isoDay(endMs - 1))
+    const pops = new Map<number, number | null>()
+    const points: z.infer<typeof Point>[] = []
+    for (const b of list) {
+      const year = Number(isoDay(b.endMs - 1).slice(0, 4))
+      if (!pops.has(year)) pops.set(year, region ? (await deps.populations.of(region, year))?.population ?? null : await nationalPopulation(deps, year))
+      const population = pops.get(year)!
+      const k = counts.get(isoDay(b.fromMs)) ?? NO_COUNTS
+      points.push({
+        period: b.period, from: isoDay(b.fromMs), to: isoDay(b.endMs - 1), population, certified: k.certified,
+        registration_ratio: population ? k.certified / population : null, new_registrations: k.new_registrations,
+        shares: k.shares, active: k.active, activity_rate: k.certified ? k.active / k.certified : null, points: k.points,
+      })
     }
-    await Promise.all(Array.from({ length: Math.min(CONCURRENCY, list.length) }, worker))
     const lineage = region ? deps.tree.lineage(region).reverse() : []
     const path = [{ code: null, name: '全国' }, ...lineage.map((r) => ({ code: r.code, name: r.name }))]
     return c.json({ region: region || null, name: path[path.length - 1].name, path, by: q.by, from: isoDay(startMs), to: isoDay(endMs - 1), points }, 200)
