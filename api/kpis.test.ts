@@ -147,3 +147,19 @@ describe('registration facts', () => {
     expect(await rows()).toEqual(facts)
   })
 })
+
+describe('GET /v1/kpis/trend', () => {
+  it('gives per day and per month what /v1/kpis gives for that day or month', async () => {
+    const day = isoDay(now)
+    const month = day.slice(0, 8) + '01'
+    for (const region of [CITY, '430623', TOWNS[1]]) {
+      const days = (await s.call('GET', `/v1/kpis/trend?region=${region}&by=day&from=${isoDay(now - 3 * 86400_000)}&to=${day}`)).json
+      const months = (await s.call('GET', `/v1/kpis/trend?region=${region}&by=month&from=${isoDay(now - 70 * 86400_000)}&to=${day}`)).json
+      for (const [p, from, to] of [[days.points.at(-1), day, day], [days.points[0], days.points[0].from, days.points[0].to], [months.points.at(-1), month, months.points.at(-1).to], [months.points[0], months.points[0].from, months.points[0].to]]) {
+        const k = (await s.call('GET', `/v1/kpis?region=${region}&from=${from}&to=${to}`)).json
+        for (const f of ['certified', 'new_registrations', 'shares', 'active', 'points', 'population', 'registration_ratio', 'activity_rate']) expect(p[f], `${region} ${from} ${f}`).toBe(k[f])
+      }
+      expect(days.points.at(-1).shares).toBe(expected(region).shares)
+    }
+  })
+})
