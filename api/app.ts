@@ -11,6 +11,7 @@ import type { Aggregator } from '../aggregator/index.ts'
 import { mountAdmin } from './routes/admin.ts'
 import { mountApps } from './routes/apps.ts'
 import { mountOfficials } from './routes/officials.ts'
+import { mountAccounts } from './routes/accounts.ts'
 import { mountPopulations } from './routes/populations.ts'
 import { mountKpis } from './routes/kpis.ts'
 import { mountInstitutionRankings, mountRankings } from './routes/rankings.ts'
@@ -61,13 +62,14 @@ export function createApp(config: Config, deps: Deps & { adminToken: string; agg
   app.get('/', (c) => c.html(page))
   mountDashboardAssets(app)
 
-  const sessions = createSessions(deps.adminToken)
-  app.use('/v1/*', authenticate({ adminToken: deps.adminToken, apps: deps.apps, sessions, open: ['/v1/auth/login'] }))
+  const sessions = createSessions(deps.adminToken, { redis: deps.redis })
+  app.use('/v1/*', authenticate({ adminToken: deps.adminToken, apps: deps.apps, sessions, open: ['/v1/auth/login', '/v1/auth/sms', '/v1/auth/reset', '/v1/accounts'] }))
   if (config.roles.has('ingest')) mountIngest(app, config, deps)
   if (config.roles.has('api')) {
     mountApps(app, deps)
     mountUsers(app, deps)
     mountOfficials(app, { ...deps, sessions })
+    mountAccounts(app, { ...deps, sessions })
     mountPopulations(app, deps)
     mountKpis(app, deps)
     mountRankings(app, deps)

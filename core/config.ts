@@ -25,6 +25,8 @@ const envSchema = z.object({
   FACTS_BATCH_SIZE: z.coerce.number().int().positive().default(5000),
   FACTS_FLUSH_MS: z.coerce.number().int().positive().default(250),
   SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().positive().default(9000),
+  SMS_SENDER: z.enum(['log', 'memory', 'http']).default('log'),
+  SMS_GATEWAY_URL: z.string().url().optional(),
 })
 
 export type Role = 'ingest' | 'aggregator' | 'api'
@@ -41,6 +43,8 @@ export interface Config {
   events: { maxAgeMs: number; maxFutureMs: number; maxBatch: number; maxBytes: number; maxBacklog: number }
   facts: { batchSize: number; flushMs: number }
   shutdownTimeoutMs: number
+  /** SMS codes: log (development: masked phone, code at debug level), memory (tests), http (a gateway). */
+  sms: { sender: 'log' | 'memory' | 'http'; gatewayUrl?: string }
 }
 
 export class ConfigError extends Error {}
@@ -53,6 +57,7 @@ export function parseConfig(env: Record<string, string | undefined> = process.en
     throw new ConfigError(`invalid configuration: ${msg}`)
   }
   const e = r.data
+  if (e.SMS_SENDER === 'http' && !e.SMS_GATEWAY_URL) throw new ConfigError('invalid configuration: SMS_GATEWAY_URL: required when SMS_SENDER=http')
   const roles = new Set<Role>(e.ROLE.includes('all') ? ['ingest', 'aggregator', 'api'] : (e.ROLE as Role[]))
   return {
     http: { port: e.PORT, host: e.HOST },
@@ -72,5 +77,6 @@ export function parseConfig(env: Record<string, string | undefined> = process.en
     },
     facts: { batchSize: e.FACTS_BATCH_SIZE, flushMs: e.FACTS_FLUSH_MS },
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
+    sms: { sender: e.SMS_SENDER, gatewayUrl: e.SMS_GATEWAY_URL },
   }
 }

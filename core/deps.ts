@@ -17,6 +17,10 @@ import { createOfficialStore, type OfficialStore } from './store/officials.ts'
 import { createPopulationStore, type PopulationStore } from './store/populations.ts'
 import { createTaskStore, type TaskStore } from './store/tasks.ts'
 import { createCampaignStore, type CampaignStore } from './store/campaigns.ts'
+import { createAccountStore, type AccountStore } from './store/accounts.ts'
+import { createCertificationStore, type CertificationStore } from './store/certifications.ts'
+import { createItemStore, type ItemStore } from './store/items.ts'
+import { createHttpSmsSender, createLogSmsSender, createMemorySmsSender, type SmsSender } from './sms.ts'
 
 /** Everything a tier needs, built once per process and passed in. */
 export interface Deps {
@@ -32,6 +36,10 @@ export interface Deps {
   populations: PopulationStore
   tasks: TaskStore
   campaigns: CampaignStore
+  accounts: AccountStore
+  certifications: CertificationStore
+  items: ItemStore
+  sms: SmsSender
   tree: RegionTree
   metrics: Metrics
   /** False while the NATS connection is down: ingest answers 503 at once. */
@@ -58,13 +66,16 @@ export async function connectDeps(config: Config, urls: { redis: string; nats: s
   const js = jetstream(nc, { timeout: 5000 })
   const jsm = await jetstreamManager(nc)
   const kvm = new Kvm(nc)
-  const [appsKv, usersKv, officialsKv, populationsKv, tasksKv, campaignsKv] = await Promise.all([
+  const [appsKv, usersKv, officialsKv, populationsKv, tasksKv, campaignsKv, accountsKv, certsKv, itemsKv] = await Promise.all([
     kvm.create('apps', { history: 1 }),
     kvm.create('users', { history: 1 }),
     kvm.create('officials', { history: 1 }),
     kvm.create('populations', { history: 1 }),
     kvm.create('tasks', { history: 1 }),
     kvm.create('campaigns', { history: 1 }),
+    kvm.create('accounts', { history: 1 }),
+    kvm.create('certifications', { history: 1 }),
+    kvm.create('store', { history: 1 }),
   ])
   const ch = await createClickHouse({ url: config.clickhouse.url, dataDir: config.dataDir })
   await migrate(ch)
@@ -81,6 +92,13 @@ export async function connectDeps(config: Config, urls: { redis: string; nats: s
     populations: createPopulationStore(populationsKv),
     tasks: createTaskStore(tasksKv),
     campaigns: createCampaignStore(campaignsKv),
+    accounts: createAccountStore(accountsKv),
+    certifications: createCertificationStore(certsKv),
+    items: createItemStore(itemsKv),
+    sms:
+      config.sms.sender === 'memory' ? createMemorySmsSender()
+      : config.sms.sender === 'http' ? createHttpSmsSender(config.sms.gatewayUrl!)
+      : createLogSmsSender(log),
     tree: loadRegionTree(),
     metrics: createMetrics(),
     natsUp: () => natsUp && !nc.isClosed(),

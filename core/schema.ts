@@ -136,6 +136,41 @@ export const DDL = [
   ) ENGINE = ReplacingMergeTree
   ORDER BY (campaign_id, rank)`,
   `CREATE MATERIALIZED VIEW IF NOT EXISTS registrations_daily_mv TO registrations_daily AS ${REG_SELECT}`,
+  // Points spent and returned (积分商城): one row per redemption (delta −price) and per refund
+  // (+price). With the counted facts' points they make a communicator's ledger and balance. A row
+  // written twice (a retried write, the reservation sweeper) has the same id: folded.
+  `CREATE TABLE IF NOT EXISTS ledger (
+    id String,
+    user_id String,
+    kind LowCardinality(String),
+    delta Int64,
+    item_id String,
+    redemption_id String,
+    idempotency_key String,
+    reason String,
+    actor String,
+    at DateTime64(3, 'Asia/Shanghai')
+  ) ENGINE = ReplacingMergeTree
+  ORDER BY (user_id, id)`,
+  // The certification review queue: a mirror of the applications in NATS KV, latest version wins.
+  `CREATE TABLE IF NOT EXISTS certifications (
+    id String,
+    account_id String,
+    user_id String,
+    phone String,
+    real_name String,
+    region_code LowCardinality(String),
+    unit_name String,
+    kind LowCardinality(String),
+    institution_id String,
+    status LowCardinality(String),
+    reason String,
+    submitted_at DateTime64(3, 'Asia/Shanghai'),
+    reviewed_at Nullable(DateTime64(3, 'Asia/Shanghai')),
+    reviewer String,
+    updated_at DateTime64(3, 'Asia/Shanghai')
+  ) ENGINE = ReplacingMergeTree(updated_at)
+  ORDER BY id`,
 ]
 
 

@@ -60,9 +60,9 @@ function resolveBoard(q: z.infer<typeof BoardQuery>, tree: RegionTree): Board {
   return { key: boardKey(q.metric, scope, range.key), metric: q.metric, range, region: q.region ?? null, institution: q.institution ?? null }
 }
 
-/** Real names go to operators and officials in scope; apps, which may show boards publicly, get them masked (张*). */
+/** Real names go to operators and officials in scope; apps and communicators, who may show boards publicly, get them masked (张*). */
 export function displayName(name: string, p: Principal): string {
-  if (p.kind !== 'app') return name
+  if (p.kind === 'operator' || p.kind === 'official') return name
   const chars = [...name]
   return chars.length ? chars[0] + '*'.repeat(Math.max(1, chars.length - 1)) : ''
 }

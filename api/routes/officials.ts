@@ -5,6 +5,7 @@ import { ApiError, badRequest, forbidden, unauthorized } from '../../core/errors
 import type { RegionTree } from '../../core/regions.ts'
 import { OfficialConflict, verifyPassword, type OfficialStore } from '../../core/store/officials.ts'
 import { PHONE } from '../../core/store/users.ts'
+import type { AccountStore } from '../../core/store/accounts.ts'
 import type { AuthEnv } from '../middleware/auth/index.ts'
 import type { Sessions } from '../middleware/auth/sessions.ts'
 import { mustCover } from '../middleware/scope/index.ts'
@@ -12,6 +13,7 @@ import { errorResponses } from '../schemas.ts'
 
 export interface OfficialsDeps {
   officials: OfficialStore
+  accounts: AccountStore
   sessions: Sessions
   redis: Redis
   tree: RegionTree
@@ -27,12 +29,12 @@ const ScopeSchema = z.union([
   z.object({ region_code: z.string().regex(/^(\d{2}|\d{4}|\d{6}|\d{9})$/) }).strict(),
   z.object({ institution_id: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/) }).strict(),
 ])
-const ScopeOut = z.union([z.object({ region_code: z.string() }), z.object({ institution_id: z.string() }), z.object({ national: z.literal(true) })])
+export const ScopeOut = z.union([z.object({ region_code: z.string() }), z.object({ institution_id: z.string() }), z.object({ national: z.literal(true) })])
 
 const LOGIN_LIMITS = { perPhone: 5, perIp: 30, windowS: 60 }
 
 /** Fixed-window counters in Redis; returns the seconds to wait when over the limit. */
-async function overLimit(redis: Redis, key: string, limit: number, windowS: number): Promise<number | null> {
+export async function overLimit(redis: Redis, key: string, limit: number, windowS: number): Promise<number | null> {
   const n = await redis.incr(key)
   if (n === 1) await redis.expire(key, windowS)
   if (n <= limit) return null
@@ -94,13 +96,20 @@ export function mountOfficials(app: OpenAPIHono<AuthEnv>, deps: OfficialsDeps) {
   const login = createRoute({
     method: 'post',
     path: '/v1/auth/login',
-    summary: 'Log in with phone and password; returns a bearer token that expires',
-    description: `Rate limited: ${LOGIN_LIMITS.perPhone} attempts per phone and ${LOGIN_LIMITS.perIp} per IP address a minute.`,
+    summary: 'Log in with phone and password (officials and app accounts alike); returns a bearer token that expires',
+    description: `Rate limited: ${LOGIN_LIMITS.perPhone} attempts per phone and ${LOGIN_LIMITS.perIp} per IP address a minute. An official's phone logs in as the official; otherwise the app account with that phone logs in (role \`communicator\`, or \`administrator\` with the scope an approved administrator certification granted; \`scope\` is null for a plain communicator).`,
     request: { body: { required: true, content: { 'application/json': { schema: z.object({ phone: z.string().max(20), password: z.string().max(128) }) } } } },
     responses: {
       200: {
         description: 'Logged in',
-        content: { 'application/json': { schema: z.object({ token: z.string(), expires_at: z.string(), scope: ScopeOut, role: z.string(), name: z.string() }) } },
+        content: {
+          'application/json': {
+            schema: z.object({
+              token: z.string(), expires_at: z.string(), scope: ScopeOut.nullable(), role: z.string(), name: z.string(),
+              account_id: z.string().optional(), user_id: z.string().optional(),
+            }),
+          },
+        },
       },
       ...errorResponses(400, 401, 429),
     },
@@ -118,10 +127,15 @@ export function mountOfficials(app: OpenAPIHono<AuthEnv>, deps: OfficialsDeps) {
       if (wait !== null) throw new ApiError(429, 'too_many_attempts', 'too many login attempts; retry later', { 'Retry-After': String(wait) })
     }
     const o = await deps.officials.byPhone(phone)
+    const a = o ? null : await deps.accounts.byPhone(phone)
     // The same answer, and a hash computed either way, whether or not the phone exists.
-    const ok = await verifyPassword(password, o?.password_hash ?? 'scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAA')
-    if (!o || !ok) throw unauthorized('wrong phone or password')
-    const { token, expires_at } = await deps.sessions.issue(o)
-    return c.json({ token, expires_at, scope: o.scope, role: o.role, name: o.name }, 200)
+    const ok = await verifyPassword(password, o?.password_hash ?? a?.password_hash ?? 'scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAA')
+    if (!ok || !(o || a)) throw unauthorized('wrong phone or password')
+    if (o) {
+      const { token, expires_at } = await deps.sessions.issue(o)
+      return c.json({ token, expires_at, scope: o.scope, role: o.role, name: o.name }, 200)
+    }
+    const { token, expires_at } = await deps.sessions.issueAccount(a!)
+    return c.json({ token, expires_at, scope: a!.scope, role: a!.scope ? 'administrator' : 'communicator', name: a!.nickname, account_id: a!.id, user_id: a!.user_id }, 200)
   })
 }

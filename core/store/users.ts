@@ -35,6 +35,8 @@ export interface UserStore {
   upsert(input: Omit<User, 'id' | 'ix' | 'created_at' | 'updated_at'> & { id?: string }): Promise<{ user: User; created: boolean; previous: User | null }>
   /** Every stored user, for rebuilding caches. */
   all(): AsyncIterable<User>
+  /** The communicator holding a phone number, if any. */
+  idByPhone(phone: string): Promise<string | null>
 }
 
 export class UserConflict extends Error {
@@ -132,6 +134,7 @@ export function createUserStore(kv: KV): UserStore {
       }
       throw new UserConflict('conflict', 'communicator was changed concurrently; retry')
     },
+    idByPhone: ownerOfPhone,
     async *all() {
       // keys() ends after the current keys (a watch would wait forever on an empty bucket).
       const ids: string[] = []

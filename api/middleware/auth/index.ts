@@ -9,9 +9,23 @@ import type { Sessions } from './sessions.ts'
  * role), an official scoped to a region subtree or an institution (a login token), or an app.
  */
 export type Principal =
-  | { kind: 'operator'; officialId?: string }
-  | { kind: 'official'; officialId: string; scope: { region_code: string } | { institution_id: string } }
+  | { kind: 'operator'; officialId?: string; account?: AccountRef }
+  | { kind: 'official'; officialId: string; scope: { region_code: string } | { institution_id: string }; account?: AccountRef }
   | { kind: 'app'; app: App }
+  | { kind: 'communicator'; account: AccountRef }
+
+/**
+ * An app account behind a login token: a communicator, or an administrator whose approved
+ * certification gave her an official's scope (then the principal is an official or operator that also
+ * carries her account, so the "me" routes work for her too).
+ */
+export interface AccountRef {
+  id: string
+  userId: string
+  /** The token's id, for logout. */
+  jti?: string
+  exp?: number
+}
 
 export type AuthEnv = { Variables: { principal: Principal; requestId: string } }
 
@@ -69,7 +83,20 @@ export function requireApp(): MiddlewareHandler<AuthEnv> {
 /** Operators and officials (people with an account), not apps. */
 export function requireStaff(): MiddlewareHandler<AuthEnv> {
   return async (c, next) => {
-    if (c.get('principal').kind === 'app') throw forbidden('officials and operators only')
+    const k = c.get('principal').kind
+    if (k === 'app' || k === 'communicator') throw forbidden('officials and operators only')
     return next()
   }
+}
+
+/** A logged-in app account (communicator or administrator). */
+export function requireAccount(): MiddlewareHandler<AuthEnv> {
+  return async (c, next) => {
+    if (!accountOf(c.get('principal'))) throw forbidden('log in with an app account')
+    return next()
+  }
+}
+
+export function accountOf(p: Principal): AccountRef | null {
+  return p.kind === 'app' ? null : (p.account ?? null)
 }

@@ -22,9 +22,9 @@ export function mustCover(p: Principal, t: Target): void {
   if (!covers(p, t)) throw forbidden('outside your scope')
 }
 
-/** Reads of public boards: apps may show any board; officials only boards inside their scope. */
+/** Reads of public boards: apps and communicators (the app's own boards) may read any board; officials only boards inside their scope. */
 export function mustRead(p: Principal, t: Target): void {
-  if (p.kind === 'app') return
+  if (p.kind === 'app' || p.kind === 'communicator') return
   mustCover(p, t)
 }
 
