@@ -152,6 +152,11 @@ export function createCampaignJobs(deps: CampaignJobDeps) {
     }
   }
 
+  /** Gives the lease back (when a job cannot finish now), so that any process may retry at once. */
+  async function release(id: string) {
+    await campaigns.update(id, (x) => (x.lease?.owner === me ? { ...x, lease: null } : x)).catch(() => {})
+  }
+
   const needsBackfill = (c: Campaign) => c.backfilled_at === null && c.cancelled_at === null && c.settled_at === null
 
   async function backfill(id: string): Promise<boolean> {
@@ -164,6 +169,7 @@ export function createCampaignJobs(deps: CampaignJobDeps) {
     const barrier = c.barrier_seq!
     if (!(await waitForAcked(jsm, deps.stream, barrier))) {
       log.warn({ campaign: id, barrier }, 'backfill waits: messages up to the barrier are not all stored yet')
+      await release(id)
       return false
     }
     const expireAt = Math.ceil(c.cutoff_at / 1000) + CAMPAIGN_KEEP_S
@@ -224,6 +230,7 @@ export function createCampaignJobs(deps: CampaignJobDeps) {
     const barrier = await lastSeq(jsm, deps.stream)
     if (!(await waitForAcked(jsm, deps.stream, barrier))) {
       log.warn({ campaign: id, barrier }, 'settlement waits: messages before the cutoff are not all stored yet')
+      await release(id)
       return null
     }
     const standings = await recountStandings(ch, c)
