@@ -12,6 +12,7 @@ import { mountAdmin } from './routes/admin.ts'
 import { mountApps } from './routes/apps.ts'
 import { mountOfficials } from './routes/officials.ts'
 import { mountAccounts } from './routes/accounts.ts'
+import { mountCertifications } from './routes/certifications.ts'
 import { mountPopulations } from './routes/populations.ts'
 import { mountKpis } from './routes/kpis.ts'
 import { mountInstitutionRankings, mountRankings } from './routes/rankings.ts'
@@ -70,6 +71,7 @@ export function createApp(config: Config, deps: Deps & { adminToken: string; agg
     mountUsers(app, deps)
     mountOfficials(app, { ...deps, sessions })
     mountAccounts(app, { ...deps, sessions })
+    mountCertifications(app, deps)
     mountPopulations(app, deps)
     mountKpis(app, deps)
     mountRankings(app, deps)
