@@ -11,6 +11,7 @@ import { campaignStatus, type CampaignStore } from '../core/store/campaigns.ts'
 import { packCampaignScore } from '../core/scoring.ts'
 import { factsWhere } from './campaign-jobs.ts'
 import { CAMPAIGN_KEEP_S } from './campaigns.ts'
+import { rebuildWallets } from '../core/wallet.ts'
 
 /**
  * Redis holds only derived state; ClickHouse facts are the record. This rebuilds every derived key
@@ -229,7 +230,11 @@ export async function rebuildRedis(deps: {
     log.info({ campaign: c.id, users: sums.length }, 'rebuild: campaign totals and board written')
   }
 
-  // 6. The applied-sequence mark: counting resumes after the last fact.
+  // 6. Points spent and given back in the store: the wallets, from the ledger facts.
+  await w.flush()
+  log.info({ rows: await rebuildWallets(redis, ch) }, 'rebuild: wallets written')
+
+  // 7. The applied-sequence mark: counting resumes after the last fact.
   const mark = await maxFactSeq(ch)
   await w.add((p) => p.set(keys.seq, String(mark)))
   await w.flush()

@@ -13,6 +13,8 @@ import { mountApps } from './routes/apps.ts'
 import { mountOfficials } from './routes/officials.ts'
 import { mountAccounts } from './routes/accounts.ts'
 import { mountCertifications } from './routes/certifications.ts'
+import { mountPoints } from './routes/points.ts'
+import { mountStore } from './routes/store.ts'
 import { mountPopulations } from './routes/populations.ts'
 import { mountKpis } from './routes/kpis.ts'
 import { mountInstitutionRankings, mountRankings } from './routes/rankings.ts'
@@ -26,7 +28,7 @@ import { mountLeaderboards } from './routes/leaderboards.ts'
 import { mountUsers } from './routes/users.ts'
 import { mountTrend } from './routes/trend.ts'
 import { mountLive } from './routes/live.ts'
-import { SUBJECT_LIVE } from '../core/stream.ts'
+import { SUBJECT_EVENTS, SUBJECT_LIVE } from '../core/stream.ts'
 import { mountDashboardAssets } from '../dashboards/assets.ts'
 
 /** The HTTP surface of one process: ingest and/or API routes by role, health and docs always. */
@@ -72,6 +74,8 @@ export function createApp(config: Config, deps: Deps & { adminToken: string; agg
     mountOfficials(app, { ...deps, sessions })
     mountAccounts(app, { ...deps, sessions })
     mountCertifications(app, deps)
+    mountPoints(app, deps, { subject: SUBJECT_EVENTS(config.nats.stream) })
+    mountStore(app, deps)
     mountPopulations(app, deps)
     mountKpis(app, deps)
     mountRankings(app, deps)
