@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ADMIN, share, startStack, type Stack } from '../test/stack.ts'
+import { login, registerAccount } from '../test/accounts.ts'
 
 /**
  * The scope matrix: every route that exists × every kind of caller × inside / outside her scope.
@@ -11,7 +12,7 @@ const tok: Record<string, string | null> = {}
 const PW = 'Scope1234'
 
 beforeAll(async () => {
-  s = await startStack()
+  s = await startStack({ SMS_SENDER: 'memory' })
   tok.admin = ADMIN
   tok.none = null
   tok.app = await s.createAppKey()
@@ -40,11 +41,25 @@ beforeAll(async () => {
   const window = { starts_at: Date.now() - 86_400_000, ends_at: Date.now() + 86_400_000 }
   camp.in = (await s.call('POST', '/v1/campaigns', { body: { name: '县内竞赛', region_code: '430623', ...window } })).json.id
   camp.out = (await s.call('POST', '/v1/campaigns', { body: { name: '邻县竞赛', region_code: '430624', ...window } })).json.id
+  // App accounts (issue 5): the communicator in-town (her phone is on the roster), two applicants
+  // for certification (in the county and next door), and a county administrator.
+  tok.communicator = (await registerAccount(s, '13200000001')).token
+  for (const [name, phone, region_code] of [['in', '13200000021', '430623110'], ['out', '13200000022', '430624101']]) {
+    const a = await registerAccount(s, phone)
+    const r = await s.call('POST', '/v1/me/certification', { token: a.token, body: { real_name: '申请', region_code, unit_name: '单位', kind: '个人用户' } })
+    expect(r.status).toBe(201)
+    cert[name] = r.json.id
+  }
+  const adm = await registerAccount(s, '13200000023')
+  const app = await s.call('POST', '/v1/me/certification', { token: adm.token, body: { real_name: '县管', region_code: '430623110', unit_name: '华容县科协', kind: '区县级' } })
+  expect((await s.call('POST', `/v1/certifications/${app.json.id}/approve`, { body: {} })).status).toBe(200)
+  tok.countyAdmin = (await login(s, '13200000023', 'Passw0rd')).token
 })
 afterAll(async () => s?.stop())
 
 type Row = [route: string, method: string, path: string | (() => string), body: unknown, expected: Record<string, number>]
 const camp: Record<string, string> = {}
+const cert: Record<string, string> = {}
 const board = (q: string) => `/v1/leaderboards?metric=shares&period=all&${q}`
 const me = (id: string, q: string) => `/v1/leaderboards/users/${id}?metric=shares&period=all&${q}`
 
@@ -94,6 +109,31 @@ const MATRIX: Row[] = [
   ['official inside', 'POST', '/v1/officials', () => ({ phone: `151${Math.floor(Math.random() * 1e8).toString().padStart(8, '0')}`, password: PW, name: 'n', scope: { region_code: '430623110' } }), { admin: 201, operator: 201, county: 201, town: 201, neighbour: 403, institution: 403, app: 403, none: 401 }],
   ['official next door', 'POST', '/v1/officials', () => ({ phone: `152${Math.floor(Math.random() * 1e8).toString().padStart(8, '0')}`, password: PW, name: 'n', scope: { region_code: '430624' } }), { county: 403, neighbour: 201 }],
   ['operator account', 'POST', '/v1/officials', () => ({ phone: `153${Math.floor(Math.random() * 1e8).toString().padStart(8, '0')}`, password: PW, name: 'n', role: 'operator' }), { admin: 201, operator: 201, county: 403 }],
+  // Issue 5: app accounts, certification review, check-in and points, the points store.
+  ['sms code', 'POST', '/v1/auth/sms', () => ({ phone: `136${Math.floor(Math.random() * 1e8).toString().padStart(8, '0')}` }), { none: 202 }],
+  ['register with a wrong code', 'POST', '/v1/accounts', { phone: '13699999999', code: '123456', password: 'Abc12345', nickname: 'x' }, { none: 400 }],
+  ['logout without a token', 'POST', '/v1/auth/logout', undefined, { none: 401, app: 401 }],
+  ['me', 'GET', '/v1/me', undefined, { communicator: 200, countyAdmin: 200, admin: 403, county: 403, app: 403, none: 401 }],
+  ['apply (bad town)', 'POST', '/v1/me/certification', { real_name: 'x', region_code: '430623', unit_name: 'x', kind: '个人用户' }, { communicator: 400, admin: 403, county: 403, app: 403, none: 401 }],
+  ['my certification', 'GET', '/v1/me/certification', undefined, { communicator: 404, countyAdmin: 200, admin: 403, app: 403, none: 401 }],
+  ['review queue', 'GET', '/v1/certifications', undefined, { admin: 200, operator: 200, county: 200, town: 200, neighbour: 200, institution: 200, countyAdmin: 200, communicator: 403, app: 403, none: 401 }],
+  ['review queue next door', 'GET', '/v1/certifications?region=430624', undefined, { admin: 200, neighbour: 200, county: 403, town: 403, countyAdmin: 403 }],
+  ['approve next door', 'POST', () => `/v1/certifications/${cert.out}/approve`, {}, { county: 403, town: 403, institution: 403, countyAdmin: 403, communicator: 403, app: 403, none: 401 }],
+  ['approve inside', 'POST', () => `/v1/certifications/${cert.in}/approve`, {}, { neighbour: 403, institution: 403, communicator: 403, app: 403, none: 401, countyAdmin: 200 }],
+  ['approve unknown', 'POST', '/v1/certifications/cert_nope/approve', {}, { admin: 404, county: 403 }],
+  ['check in', 'POST', '/v1/me/signin', undefined, { communicator: 200, admin: 403, county: 403, app: 403, none: 401 }],
+  ['my points', 'GET', '/v1/me/points', undefined, { communicator: 200, admin: 403, county: 403, app: 403, none: 401 }],
+  ['my ledger', 'GET', '/v1/me/ledger', undefined, { communicator: 200, admin: 403, county: 403, app: 403, none: 401 }],
+  ['store items', 'GET', '/v1/store/items', undefined, { admin: 200, county: 200, communicator: 200, app: 200, none: 401 }],
+  ['create store item', 'POST', '/v1/store/items', { name: 'x', price: 1, stock: 1 }, { admin: 201, operator: 201, county: 403, town: 403, countyAdmin: 403, communicator: 403, app: 403, none: 401 }],
+  ['edit store item', 'PATCH', '/v1/store/items/item_nope', { name: 'y' }, { admin: 404, county: 403, communicator: 403, app: 403, none: 401 }],
+  ['redeem', 'POST', '/v1/store/redemptions', { item_id: 'item_nope', idempotency_key: 'k1' }, { communicator: 404, admin: 403, county: 403, app: 403, none: 401 }],
+  ['refund', 'POST', '/v1/store/redemptions/rd_00000000000000000000/refund', {}, { admin: 404, operator: 404, county: 403, countyAdmin: 403, communicator: 403, app: 403, none: 401 }],
+  ['kpis as a communicator or county administrator', 'GET', '/v1/kpis?region=430623', undefined, { communicator: 403, countyAdmin: 200 }],
+  ['kpis next door as county administrator', 'GET', '/v1/kpis?region=430624', undefined, { countyAdmin: 403 }],
+  ['board next door as a communicator', 'GET', board('region=430624'), undefined, { communicator: 200 }],
+  ['profile as a communicator', 'GET', '/v1/users/in-town', undefined, { communicator: 403, countyAdmin: 200 }],
+  ['users import as a communicator', 'POST', '/v1/users:import', { users: [] }, { communicator: 403 }],
 ]
 
 describe('scope matrix', () => {
