@@ -132,7 +132,9 @@ const MATRIX: Row[] = [
   ['kpis as a communicator or county administrator', 'GET', '/v1/kpis?region=430623', undefined, { communicator: 403, countyAdmin: 200 }],
   ['kpis next door as county administrator', 'GET', '/v1/kpis?region=430624', undefined, { countyAdmin: 403 }],
   ['board next door as a communicator', 'GET', board('region=430624'), undefined, { communicator: 200 }],
-  ['profile as a communicator', 'GET', '/v1/users/in-town', undefined, { communicator: 403, countyAdmin: 200 }],
+  ['own profile as a communicator', 'GET', '/v1/users/in-town', undefined, { communicator: 200, countyAdmin: 200 }],
+  ['another profile as a communicator', 'GET', '/v1/users/next-door', undefined, { communicator: 403, countyAdmin: 403 }],
+  ['unknown profile as a communicator', 'GET', '/v1/users/nobody', undefined, { communicator: 403 }],
   ['users import as a communicator', 'POST', '/v1/users:import', { users: [] }, { communicator: 403 }],
 ]
 
@@ -163,6 +165,14 @@ describe('scope matrix', () => {
   it('shows officials masked phones and operators full ones', async () => {
     expect((await s.call('GET', '/v1/users/in-town', { token: tok.county })).json.phone).toBe('132****0001')
     expect((await s.call('GET', '/v1/users/in-town')).json.phone).toBe('13200000001')
+  })
+
+  it('shows a communicator her own phone and real name, and masks names on boards she reads', async () => {
+    expect((await s.call('GET', '/v1/users/in-town', { token: tok.communicator })).json).toMatchObject({ phone: '13200000001', real_name: '县内' })
+    const board = await s.call('GET', '/v1/leaderboards?metric=shares&period=all&region=430623', { token: tok.communicator })
+    expect(board.json.entries.map((e: any) => e.name)).toEqual(['县*'])
+    const q = await s.call('GET', '/v1/certifications?region=430624', { token: tok.neighbour })
+    expect(q.json.entries[0]).toMatchObject({ real_name: '申请', phone: '132****0022' })
   })
 })
 

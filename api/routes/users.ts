@@ -173,9 +173,8 @@ export function mountUsers(app: OpenAPIHono<AuthEnv>, deps: UsersDeps) {
   const getRoute = createRoute({
     method: 'get',
     path: '/v1/users/{id}',
-    summary: 'A communicator’s profile (operator, or an official whose scope covers the communicator)',
+    summary: 'A communicator’s profile (herself, an operator, or an official whose scope covers the communicator)',
     security: [{ bearer: [] }],
-    middleware: [requireStaff()] as const,
     request: { params: z.object({ id: z.string() }) },
     responses: {
       200: {
@@ -193,14 +192,18 @@ export function mountUsers(app: OpenAPIHono<AuthEnv>, deps: UsersDeps) {
     },
   })
   app.openapi(getRoute, async (c) => {
-    const u = await deps.users.get(c.req.valid('param').id)
+    const id = c.req.valid('param').id
     const who = c.get('principal')
+    if (who.kind === 'app') throw forbidden('officials and operators only')
+    const self = who.kind !== 'operator' && who.account?.userId === id
+    if (who.kind === 'communicator' && !self) throw forbidden('outside your scope')
+    const u = await deps.users.get(id)
     // Outside her scope an official learns nothing, not even whether the id exists.
-    if (u ? !coversUser(who, u) : who.kind !== 'operator') throw forbidden('outside your scope')
+    if (!self && (u ? !coversUser(who, u) : who.kind !== 'operator')) throw forbidden('outside your scope')
     if (!u) throw notFound('no such communicator')
     const [p, s] = await deps.redis.hmget(keys.period(u.id, 'a'), 'p', 's')
     return c.json({
-      id: u.id, real_name: u.real_name, phone: who.kind === 'operator' ? u.phone : maskPhone(u.phone), region_code: u.region_code, kind: u.kind,
+      id: u.id, real_name: u.real_name, phone: who.kind === 'operator' || self ? u.phone : maskPhone(u.phone), region_code: u.region_code, kind: u.kind,
       institution_id: u.institution_id || null, certified_at: shanghaiIso(u.certified_at), points: Number(p ?? 0), shares: Number(s ?? 0),
     }, 200)
   })
