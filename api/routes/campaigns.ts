@@ -185,9 +185,18 @@ export function mountCampaigns(app: OpenAPIHono<AuthEnv>, deps: CampaignsDeps) {
     let all = (await deps.campaigns.list()).filter((x) => p.kind === 'app' || covers(p, campaignTarget(x)))
     if (q.region) all = all.filter((x) => x.region_code !== null && x.region_code.startsWith(q.region!))
     if (q.status) all = all.filter((x) => campaignStatus(x, now) === q.status)
-    const start = q.after ? all.findIndex((x) => x.id === q.after) + 1 : 0
-    const page = all.slice(start, start + q.limit)
-    return c.json({ entries: page.map((x) => campaignJson(x, now)), next: start + q.limit < all.length ? page[page.length - 1].id : null }, 200)
+    // Keyset: newest first, then id; the cursor is the last entry's (created_at, id), so a page
+    // never repeats or skips an entry even when the list changed in between.
+    let rest = all
+    if (q.after) {
+      const m = /^(\d+)\.([A-Za-z0-9_-]{1,64})$/.exec(q.after)
+      if (!m) throw badRequest('after: not a cursor this service returned', 'invalid_cursor')
+      const [at, id] = [Number(m[1]), m[2]]
+      rest = all.filter((x) => x.created_at < at || (x.created_at === at && x.id > id))
+    }
+    const page = rest.slice(0, q.limit)
+    const last = page[page.length - 1]
+    return c.json({ entries: page.map((x) => campaignJson(x, now)), next: rest.length > q.limit ? `${last.created_at}.${last.id}` : null }, 200)
   })
 
   const edit = createRoute({
