@@ -13,6 +13,7 @@ import { mountApps } from './routes/apps.ts'
 import { mountOfficials } from './routes/officials.ts'
 import { mountAccounts } from './routes/accounts.ts'
 import { mountCertifications } from './routes/certifications.ts'
+import { mountInstitutions } from './routes/institutions.ts'
 import { mountPoints } from './routes/points.ts'
 import { mountStore } from './routes/store.ts'
 import { mountPopulations } from './routes/populations.ts'
@@ -74,6 +75,7 @@ export function createApp(config: Config, deps: Deps & { adminToken: string; agg
     mountOfficials(app, { ...deps, sessions })
     mountAccounts(app, { ...deps, sessions })
     mountCertifications(app, deps)
+    mountInstitutions(app, deps)
     mountPoints(app, deps, { subject: SUBJECT_EVENTS(config.nats.stream) })
     mountStore(app, deps)
     mountPopulations(app, deps)

@@ -20,6 +20,7 @@ import { createCampaignStore, type CampaignStore } from './store/campaigns.ts'
 import { createAccountStore, type AccountStore } from './store/accounts.ts'
 import { createCertificationStore, type CertificationStore } from './store/certifications.ts'
 import { createItemStore, type ItemStore } from './store/items.ts'
+import { createInstitutionStore, type InstitutionStore } from './store/institutions.ts'
 import { createHttpSmsSender, createLogSmsSender, createMemorySmsSender, type SmsSender } from './sms.ts'
 
 /** Everything a tier needs, built once per process and passed in. */
@@ -39,6 +40,7 @@ export interface Deps {
   accounts: AccountStore
   certifications: CertificationStore
   items: ItemStore
+  institutions: InstitutionStore
   sms: SmsSender
   tree: RegionTree
   metrics: Metrics
@@ -66,7 +68,7 @@ export async function connectDeps(config: Config, urls: { redis: string; nats: s
   const js = jetstream(nc, { timeout: 5000 })
   const jsm = await jetstreamManager(nc)
   const kvm = new Kvm(nc)
-  const [appsKv, usersKv, officialsKv, populationsKv, tasksKv, campaignsKv, accountsKv, certsKv, itemsKv] = await Promise.all([
+  const [appsKv, usersKv, officialsKv, populationsKv, tasksKv, campaignsKv, accountsKv, certsKv, itemsKv, institutionsKv] = await Promise.all([
     kvm.create('apps', { history: 1 }),
     kvm.create('users', { history: 1 }),
     kvm.create('officials', { history: 1 }),
@@ -76,6 +78,7 @@ export async function connectDeps(config: Config, urls: { redis: string; nats: s
     kvm.create('accounts', { history: 1 }),
     kvm.create('certifications', { history: 1 }),
     kvm.create('store', { history: 1 }),
+    kvm.create('institutions', { history: 1 }),
   ])
   const ch = await createClickHouse({ url: config.clickhouse.url, dataDir: config.dataDir })
   await migrate(ch)
@@ -95,6 +98,7 @@ export async function connectDeps(config: Config, urls: { redis: string; nats: s
     accounts: createAccountStore(accountsKv),
     certifications: createCertificationStore(certsKv),
     items: createItemStore(itemsKv),
+    institutions: createInstitutionStore(institutionsKv),
     sms:
       config.sms.sender === 'memory' ? createMemorySmsSender()
       : config.sms.sender === 'http' ? createHttpSmsSender(config.sms.gatewayUrl!)

@@ -171,6 +171,21 @@ export const DDL = [
     updated_at DateTime64(3, 'Asia/Shanghai')
   ) ENGINE = ReplacingMergeTree(updated_at)
   ORDER BY id`,
+  // Institutions (机构入驻): a mirror of the registrations in NATS KV for the review queue, name search
+  // and "my institutions"; latest version wins, the KV record is the truth.
+  `CREATE TABLE IF NOT EXISTS institutions (
+    id String,
+    name String,
+    region_code LowCardinality(String),
+    kind LowCardinality(String),
+    status LowCardinality(String),
+    applicant_account String,
+    applicant_user String,
+    admins Array(String),
+    submitted_at DateTime64(3, 'Asia/Shanghai'),
+    updated_at DateTime64(3, 'Asia/Shanghai')
+  ) ENGINE = ReplacingMergeTree(updated_at)
+  ORDER BY id`,
 ]
 
 
