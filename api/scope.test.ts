@@ -57,6 +57,18 @@ beforeAll(async () => {
 })
 afterAll(async () => s?.stop())
 
+// Institutions (issue 5, part 3): the communicator in-town registers one in her town (approved, so she
+// is its admin) and one next door (left pending).
+const inst: Record<string, string> = {}
+beforeAll(async () => {
+  for (const [name, region_code] of [['in', '430623110'], ['out', '430624101']]) {
+    const r = await s.call('POST', '/v1/institutions', { token: tok.communicator, body: { name: `矩阵机构${name}`, region_code, kind: '学校', licence_image: 'licences/matrix.jpg' } })
+    expect(r.status, r.text).toBe(201)
+    inst[name] = r.json.id
+  }
+  expect((await s.call('POST', `/v1/institutions/${inst.in}/approve`, { body: {} })).status).toBe(200)
+})
+
 type Row = [route: string, method: string, path: string | (() => string), body: unknown, expected: Record<string, number>]
 const camp: Record<string, string> = {}
 const cert: Record<string, string> = {}
@@ -136,6 +148,24 @@ const MATRIX: Row[] = [
   ['another profile as a communicator', 'GET', '/v1/users/next-door', undefined, { communicator: 403, countyAdmin: 403 }],
   ['unknown profile as a communicator', 'GET', '/v1/users/nobody', undefined, { communicator: 403 }],
   ['users import as a communicator', 'POST', '/v1/users:import', { users: [] }, { communicator: 403 }],
+  // Issue 5, part 3: institutions.
+  ['register an institution (unknown region)', 'POST', '/v1/institutions', { name: 'x', region_code: '430623999', kind: '学校', licence_image: 'k.jpg' }, { communicator: 400, countyAdmin: 400, admin: 403, county: 403, app: 403, none: 401 }],
+  ['institution queue', 'GET', '/v1/institutions', undefined, { admin: 200, operator: 200, county: 200, town: 200, neighbour: 200, institution: 200, countyAdmin: 200, communicator: 403, app: 403, none: 401 }],
+  ['institution queue next door', 'GET', '/v1/institutions?region=430624', undefined, { admin: 200, neighbour: 200, county: 403, town: 403, countyAdmin: 403 }],
+  ['institution search', 'GET', `/v1/institutions/search?q=${encodeURIComponent('矩阵')}`, undefined, { communicator: 200, countyAdmin: 200, county: 200, neighbour: 200, institution: 200, admin: 200, app: 403, none: 401 }],
+  ['approved institution', 'GET', () => `/v1/institutions/${inst.in}`, undefined, { admin: 200, county: 200, neighbour: 200, communicator: 200, app: 403, none: 401 }],
+  ['pending institution next door', 'GET', () => `/v1/institutions/${inst.out}`, undefined, { admin: 200, neighbour: 200, communicator: 200, county: 403, town: 403, institution: 403, countyAdmin: 403, app: 403, none: 401 }],
+  ['approve institution next door', 'POST', () => `/v1/institutions/${inst.out}/approve`, {}, { county: 403, town: 403, institution: 403, countyAdmin: 403, communicator: 403, app: 403, none: 401 }],
+  ['edit institution next door', 'PATCH', () => `/v1/institutions/${inst.out}`, { kind: '医院' }, { communicator: 200, countyAdmin: 403, county: 403, admin: 403, app: 403, none: 401 }],
+  ['institution members inside', 'GET', () => `/v1/institutions/${inst.in}/members`, undefined, { admin: 200, operator: 200, county: 200, town: 200, countyAdmin: 200, communicator: 200, neighbour: 403, institution: 403, app: 403, none: 401 }],
+  ['institution KPIs inside', 'GET', () => `/v1/institutions/${inst.in}/kpis`, undefined, { admin: 200, county: 200, town: 200, countyAdmin: 200, communicator: 200, neighbour: 403, institution: 403, app: 403, none: 401 }],
+  ['institution members next door (its applicant is no admin yet)', 'GET', () => `/v1/institutions/${inst.out}/members`, undefined, { neighbour: 200, communicator: 403, county: 403, countyAdmin: 403 }],
+  ['unknown institution members', 'GET', '/v1/institutions/inst_nope/members', undefined, { admin: 404, county: 403, communicator: 403 }],
+  ['add institution admin next door', 'POST', () => `/v1/institutions/${inst.out}/admins`, { user_id: 'in-town' }, { county: 403, communicator: 403, app: 403, none: 401 }],
+  ['my institutions', 'GET', '/v1/me/institutions', undefined, { communicator: 200, countyAdmin: 200, admin: 403, county: 403, app: 403, none: 401 }],
+  ['my institution', 'GET', '/v1/me/institution', undefined, { communicator: 200, countyAdmin: 200, admin: 403, county: 403, app: 403, none: 401 }],
+  ['join an unknown institution', 'POST', '/v1/me/institution', { institution_id: 'inst_nope' }, { communicator: 404, admin: 403, county: 403, app: 403, none: 401 }],
+  ['leave an institution', 'DELETE', '/v1/me/institution', undefined, { admin: 403, county: 403, app: 403, none: 401 }],
 ]
 
 describe('scope matrix', () => {
