@@ -184,11 +184,13 @@ describe('the stream itself', () => {
     const start = c.events.length
     const t0 = Date.now()
     // 20 notices over ~1 s, every 50 ms.
+    let lastNotice = 0
     for (let i = 0; i < 20; i++) {
+      // Taken before the last publish: the push that follows it starts no earlier than its arrival.
+      lastNotice = Date.now()
       s.deps.nc.publish(subject, JSON.stringify(notice(['430623110'])))
       await new Promise((res) => setTimeout(res, 50))
     }
-    const lastNotice = Date.now()
     // The last change is never dropped: a push computed after the last notice arrives.
     const trailing = await c.next<{ at: number }>((e) => e.event === 'kpis' && e.data.at >= lastNotice, start)
     expect(trailing.at).toBeGreaterThanOrEqual(lastNotice)
