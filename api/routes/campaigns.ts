@@ -7,6 +7,7 @@ import { keys, readInfos } from '../../core/keys.ts'
 import { unpackCampaignScore } from '../../core/scoring.ts'
 import { prizeOf } from '../../core/store/campaigns.ts'
 import { maskPhone } from './users.ts'
+import { regionPath, toCsv } from '../csv.ts'
 import { displayName, encodeCursor, pageBoard } from './leaderboards.ts'
 import { ApiError, badRequest, notFound } from '../../core/errors.ts'
 import type { RegionTree } from '../../core/regions.ts'
@@ -384,17 +385,10 @@ export function mountCampaigns(app: OpenAPIHono<AuthEnv>, deps: CampaignsDeps) {
     }
     const rows: (string | number)[][] = [['名次', '姓名', '单位', '地区', '手机号', camp.metric === 'shares' ? '转发量' : '积分', '达成时间', '完成基础任务', '奖项']]
     for (const e of all) {
-      const region = e.region_code ? [...deps.tree.lineage(e.region_code)].reverse().map((r) => r.name).join('') : ''
+      const region = e.region_code ? regionPath(deps.tree, e.region_code) : ''
       rows.push([e.rank, e.name, e.institution_id ?? '', region, maskPhone(phones.get(e.user_id) ?? ''), e.score, e.reached_at, e.eligible ? '是' : '否', e.prize ?? ''])
     }
     return rows
-  }
-
-  const cell = (v: unknown) => {
-    const t = v === null || v === undefined ? '' : String(v)
-    // Quote when needed; a leading = + - @ would be a formula in a spreadsheet.
-    const safe = /^[=+\-@]/.test(t) ? `'${t}` : t
-    return /[",\n\r]/.test(safe) ? `"${safe.replace(/"/g, '""')}"` : safe
   }
 
   for (const ext of ['csv', 'xlsx'] as const) {
@@ -418,7 +412,7 @@ export function mountCampaigns(app: OpenAPIHono<AuthEnv>, deps: CampaignsDeps) {
       c.header('content-disposition', `attachment; filename="campaign-${camp.id}.${ext}"`)
       if (ext === 'csv') {
         c.header('content-type', 'text/csv; charset=utf-8')
-        return c.body('\uFEFF' + rows.map((r) => r.map(cell).join(',')).join('\r\n') + '\r\n', 200) as never
+        return c.body(toCsv(rows), 200) as never
       }
       const book = new ExcelJS.Workbook()
       const sheet = book.addWorksheet(camp.name.slice(0, 31).replace(/[\\/?*[\]:]/g, ' ') || 'standings')

@@ -1,13 +1,13 @@
 import type { ClickHouseClient } from '@clickhouse/client'
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi'
-import { badRequest, notFound } from '../../core/errors.ts'
+import { badRequest } from '../../core/errors.ts'
 import type { RegionTree } from '../../core/regions.ts'
 import { DAY_MS, isoDay, parseDay } from '../../core/time.ts'
 import { requireStaff, type AuthEnv, type Principal } from '../middleware/auth/index.ts'
-import { mustCover } from '../middleware/scope/index.ts'
 import { errorResponses } from '../schemas.ts'
-import { defaultRegion, rollupCounts } from './kpis.ts'
+import { scopedRegion, rollupCounts } from './kpis.ts'
 import { maskPhone } from './users.ts'
+import { regionPath, toCsv } from '../csv.ts'
 
 /**
  * Recognition lists (seed 004: 优秀科普信息员 and 先进单位): threshold rules over a period and a
@@ -28,11 +28,7 @@ const Range = z.object({
 })
 
 function resolve(deps: RecognitionDeps, p: Principal, q: z.infer<typeof Range>) {
-  const region = q.region ?? defaultRegion(p)
-  if (region) {
-    mustCover(p, { region_code: region })
-    if (!deps.tree.get(region)) throw notFound(`region ${region} is not a GB/T 2260 division`)
-  } else mustCover(p, { national: true })
+  const region = scopedRegion(p, q.region, deps.tree)
   const from = parseDay(q.from)
   const to = parseDay(q.to)
   if (from === null || to === null) throw badRequest('from/to: must be days YYYY-MM-DD')
@@ -40,13 +36,6 @@ function resolve(deps: RecognitionDeps, p: Principal, q: z.infer<typeof Range>) 
   if (to - from > 3660 * DAY_MS) throw badRequest('from/to: at most ten years')
   return { region, from: isoDay(from), to: isoDay(to) }
 }
-
-const cell = (v: unknown) => {
-  const t = v === null || v === undefined ? '' : String(v)
-  const safe = /^[=+\-@]/.test(t) ? `'${t}` : t
-  return /[",\n\r]/.test(safe) ? `"${safe.replace(/"/g, '""')}"` : safe
-}
-const csvBody = (header: string[], rows: unknown[][]) => '\uFEFF' + [header, ...rows].map((r) => r.map(cell).join(',')).join('\r\n') + '\r\n'
 
 export function mountRecognitions(app: OpenAPIHono<AuthEnv>, deps: RecognitionDeps) {
   const inst = createRoute({
@@ -84,7 +73,7 @@ export function mountRecognitions(app: OpenAPIHono<AuthEnv>, deps: RecognitionDe
     if (q.format === 'csv') {
       c.header('content-type', 'text/csv; charset=utf-8')
       c.header('content-disposition', `attachment; filename="institutions-${region || 'national'}-${from}-${to}.csv"`)
-      return c.body(csvBody(['名次', '单位', '认证科普信息员', '转发量', '活跃人数', '积分'], entries.map((e) => [e.rank, e.institution_id, e.certified, e.shares, e.active, e.points])), 200) as never
+      return c.body(toCsv([['名次', '单位', '认证科普信息员', '转发量', '活跃人数', '积分'], ...entries.map((e) => [e.rank, e.institution_id, e.certified, e.shares, e.active, e.points])]), 200) as never
     }
     return c.json({ region: region || null, from, to, min_certified: q.min_certified, min_shares: q.min_shares, total: entries.length, entries }, 200)
   })
@@ -129,10 +118,10 @@ export function mountRecognitions(app: OpenAPIHono<AuthEnv>, deps: RecognitionDe
     const rows = (await r.json()) as { user_id: string; shares: string; name: string; institution_id: string; region_code: string; phone: string }[]
     const entries = rows.map((x, i) => ({ rank: i + 1, user_id: x.user_id, name: x.name ?? '', institution_id: x.institution_id || null, region_code: x.region_code, shares: Number(x.shares) }))
     if (q.format === 'csv') {
-      const name = (code: string) => [...deps.tree.lineage(code)].reverse().map((x) => x.name).join('')
+      const name = (code: string) => regionPath(deps.tree, code)
       c.header('content-type', 'text/csv; charset=utf-8')
       c.header('content-disposition', `attachment; filename="communicators-${region || 'national'}-${from}-${to}.csv"`)
-      return c.body(csvBody(['名次', '姓名', '单位', '地区', '手机号', '转发量'], entries.map((e, i) => [e.rank, e.name, e.institution_id ?? '', name(e.region_code), maskPhone(rows[i].phone ?? ''), e.shares])), 200) as never
+      return c.body(toCsv([['名次', '姓名', '单位', '地区', '手机号', '转发量'], ...entries.map((e, i) => [e.rank, e.name, e.institution_id ?? '', name(e.region_code), maskPhone(rows[i].phone ?? ''), e.shares])]), 200) as never
     }
     return c.json({ region: region || null, from, to, min_shares: q.min_shares, total: entries.length, entries }, 200)
   })
