@@ -199,6 +199,20 @@ export function defaultRegion(p: Principal): string {
   return ''
 }
 
+/**
+ * The region a staff request is about: the one asked for, or the caller's own (national for
+ * operators); 403 outside her scope (`check` = mustRead lets apps read too), 404 for a code that is
+ * not a division.
+ */
+export function scopedRegion(p: Principal, code: string | undefined, tree: RegionTree, check: typeof mustCover = mustCover): string {
+  const region = code ?? defaultRegion(p)
+  if (region) {
+    check(p, { region_code: region })
+    if (!tree.get(region)) throw notFound(`region ${region} is not a GB/T 2260 division`)
+  } else check(p, { national: true })
+  return region
+}
+
 export function mountKpis(app: OpenAPIHono<AuthEnv>, deps: KpiDeps) {
   const route = createRoute({
     method: 'get',
@@ -221,11 +235,7 @@ export function mountKpis(app: OpenAPIHono<AuthEnv>, deps: KpiDeps) {
   app.openapi(route, async (c) => {
     const q = c.req.valid('query')
     const p = c.get('principal')
-    const region = q.region ?? defaultRegion(p)
-    if (region) {
-      mustCover(p, { region_code: region })
-      if (!deps.tree.get(region)) throw notFound(`region ${region} is not a GB/T 2260 division`)
-    } else mustCover(p, { national: true })
+    const region = scopedRegion(p, q.region, deps.tree)
     const today = isoDay(Date.now())
     const fromMs = parseDay(q.from ?? q.to ?? today)
     const toMs = parseDay(q.to ?? q.from ?? today)

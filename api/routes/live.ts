@@ -2,13 +2,13 @@ import { z, type OpenAPIHono } from '@hono/zod-openapi'
 import type { NatsConnection, Subscription } from '@nats-io/nats-core'
 import { streamSSE, type SSEStreamingApi } from 'hono/streaming'
 import type { Logger } from 'pino'
-import { badRequest, notFound } from '../../core/errors.ts'
+import { badRequest } from '../../core/errors.ts'
 import type { LiveNotice } from '../../core/stream.ts'
 import { DAY_MS, isoDay, periodRange } from '../../core/time.ts'
 import { requireStaff, type AuthEnv } from '../middleware/auth/index.ts'
 import { mustRead } from '../middleware/scope/index.ts'
 import { errorResponses } from '../schemas.ts'
-import { defaultRegion, Kpi, regionKpis, type KpiDeps, type RegionKpi } from './kpis.ts'
+import { scopedRegion, Kpi, regionKpis, type KpiDeps, type RegionKpi } from './kpis.ts'
 
 /**
  * Live KPIs as server-sent events. The aggregator announces on core NATS (`SUBJECT_LIVE`) which
@@ -159,11 +159,7 @@ export function mountLive(app: OpenAPIHono<AuthEnv>, deps: LiveDeps, opts: LiveO
     const p = c.get('principal')
     const q = c.req.query('region')
     if (q !== undefined && !/^(\d{2}|\d{4}|\d{6}|\d{9})$/.test(q)) throw badRequest('region: must be a GB/T 2260 code')
-    const region = q ?? defaultRegion(p)
-    if (region) {
-      mustRead(p, { region_code: region })
-      if (!deps.tree.get(region)) throw notFound(`region ${region} is not a GB/T 2260 division`)
-    } else mustRead(p, { national: true })
+    const region = scopedRegion(p, q, deps.tree, mustRead)
     const signal = c.req.raw.signal
 
     // Proxies (nginx) must pass each event on at once, not buffer the stream.

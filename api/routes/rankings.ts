@@ -1,10 +1,9 @@
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi'
-import { badRequest, notFound } from '../../core/errors.ts'
+import { badRequest } from '../../core/errors.ts'
 import { DAY_MS, isoDay, parseDay, periodRange, PERIODS, type Period } from '../../core/time.ts'
 import { requireStaff, type AuthEnv } from '../middleware/auth/index.ts'
-import { mustCover } from '../middleware/scope/index.ts'
 import { errorResponses } from '../schemas.ts'
-import { defaultRegion, Kpi, regionKpis, rollupCounts, type KpiDeps } from './kpis.ts'
+import { scopedRegion, Kpi, regionKpis, rollupCounts, type KpiDeps } from './kpis.ts'
 
 const METRICS = ['shares', 'registration_ratio', 'activity_rate'] as const
 const INST_METRICS = ['shares', 'activity_rate', 'certified', 'new_registrations'] as const
@@ -65,11 +64,7 @@ export function mountRankings(app: OpenAPIHono<AuthEnv>, deps: KpiDeps) {
   app.openapi(route, async (c) => {
     const q = c.req.valid('query')
     const p = c.get('principal')
-    const parent = q.parent ?? defaultRegion(p)
-    if (parent) {
-      mustCover(p, { region_code: parent })
-      if (!deps.tree.get(parent)) throw notFound(`region ${parent} is not a GB/T 2260 division`)
-    } else mustCover(p, { national: true })
+    const parent = scopedRegion(p, q.parent, deps.tree)
     if (parent.length === 9) throw badRequest('parent: a town has no child regions')
     const { fromMs, toEndMs } = periodDays(q.period, q.date)
     const { children } = await regionKpis(deps, parent, fromMs, toEndMs)
@@ -125,11 +120,7 @@ export function mountInstitutionRankings(app: OpenAPIHono<AuthEnv>, deps: KpiDep
   app.openapi(route, async (c) => {
     const q = c.req.valid('query')
     const p = c.get('principal')
-    const region = q.region ?? defaultRegion(p)
-    if (region) {
-      mustCover(p, { region_code: region })
-      if (!deps.tree.get(region)) throw notFound(`region ${region} is not a GB/T 2260 division`)
-    } else mustCover(p, { national: true })
+    const region = scopedRegion(p, q.region, deps.tree)
     const { fromMs, toEndMs } = periodDays(q.period, q.date)
     const counts = await rollupCounts(deps.ch, [region], null, isoDay(fromMs), isoDay(toEndMs - 1))
     const items = [...counts.entries()]

@@ -1,10 +1,9 @@
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi'
-import { badRequest, notFound } from '../../core/errors.ts'
+import { badRequest } from '../../core/errors.ts'
 import { DAY_MS, isoDay, parseDay, shanghaiMidnight } from '../../core/time.ts'
 import { requireStaff, type AuthEnv } from '../middleware/auth/index.ts'
-import { mustCover } from '../middleware/scope/index.ts'
 import { errorResponses } from '../schemas.ts'
-import { defaultRegion, NO_COUNTS, seriesCounts, type KpiDeps } from './kpis.ts'
+import { scopedRegion, NO_COUNTS, seriesCounts, type KpiDeps } from './kpis.ts'
 
 /**
  * KPIs of one region as a series of days or months, for the dashboard's trend charts, in one call
@@ -97,11 +96,7 @@ export function mountTrend(app: OpenAPIHono<AuthEnv>, deps: KpiDeps) {
   app.openapi(route, async (c) => {
     const q = c.req.valid('query')
     const p = c.get('principal')
-    const region = q.region ?? defaultRegion(p)
-    if (region) {
-      mustCover(p, { region_code: region })
-      if (!deps.tree.get(region)) throw notFound(`region ${region} is not a GB/T 2260 division`)
-    } else mustCover(p, { national: true })
+    const region = scopedRegion(p, q.region, deps.tree)
 
     const today = parseDay(isoDay(Date.now()))!
     const toMs = q.to === undefined ? today : parseDay(q.to)
