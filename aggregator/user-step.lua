@@ -34,6 +34,24 @@ local function totals(code)
   return out
 end
 
+-- Adds this event's shares and points to a totals hash (s, sr, p, pr): returns the new values and
+-- the HSET arguments (empty when nothing changes); reached-at moves only forward in event time.
+local function add_totals(k, pts)
+  local v = redis.call('HMGET', k, 's', 'sr', 'p', 'pr')
+  local upd = {}
+  if shares > 0 then
+    v[1] = tostring(tonumber(v[1] or '0') + shares)
+    if ts > tonumber(v[2] or '0') then v[2] = ARGV[4] end
+    upd[#upd + 1] = 's'; upd[#upd + 1] = v[1]; upd[#upd + 1] = 'sr'; upd[#upd + 1] = v[2]
+  end
+  if pts > 0 then
+    v[3] = tostring(tonumber(v[3] or '0') + pts)
+    if ts > tonumber(v[4] or '0') then v[4] = ARGV[4] end
+    upd[#upd + 1] = 'p'; upd[#upd + 1] = v[3]; upd[#upd + 1] = 'pr'; upd[#upd + 1] = v[4]
+  end
+  return v, upd
+end
+
 local function holds(j, region, inst)
   local prefix, cinst = ARGV[19 + j * 4], ARGV[20 + j * 4]
   return (prefix == '' or string.sub(region, 1, #prefix) == prefix) and (cinst == '' or cinst == inst)
@@ -54,8 +72,8 @@ local function campaign_totals(region, inst)
 end
 
 -- Reply: status, code, points, streak, region, institution, index, 20 period values, then 4 per campaign.
-local function reply(status, code, pts, streak, computed, camp)
-  local info = redis.call('HMGET', KEYS[1], 'r', 'i', 'x')
+local function reply(status, code, pts, streak, computed, camp, info)
+  info = info or redis.call('HMGET', KEYS[1], 'r', 'i', 'x')
   local r = { status, code, tostring(pts), tostring(streak), info[1] or '', info[2] or '', info[3] or '0' }
   for _, v in ipairs(computed or totals(status == 'dup' and '' or code)) do r[#r + 1] = v end
   while #r < 27 do r[#r + 1] = '' end
@@ -77,7 +95,7 @@ end
 
 local code, pts, streak = 'c', 0, 0
 local computed, camp = nil, nil
-local info = redis.call('HMGET', KEYS[1], 'r', 'c', 'i')
+local info = redis.call('HMGET', KEYS[1], 'r', 'c', 'i', 'x')
 if not info[1] then
   code = 'u'
 elseif info[2] and info[2] ~= '' and tonumber(info[2]) > ts then
@@ -98,41 +116,18 @@ else
     -- One read and one write per period hash; the new totals are the reply.
     computed = {}
     for i = 2, 6 do
-      local k = KEYS[i]
-      local v = redis.call('HMGET', k, 's', 'sr', 'p', 'pr')
-      local upd = {}
-      if shares > 0 then
-        v[1] = tostring(tonumber(v[1] or '0') + shares)
-        if ts > tonumber(v[2] or '0') then v[2] = ARGV[4] end
-        upd[#upd + 1] = 's'; upd[#upd + 1] = v[1]; upd[#upd + 1] = 'sr'; upd[#upd + 1] = v[2]
-      end
-      if pts > 0 then
-        v[3] = tostring(tonumber(v[3] or '0') + pts)
-        if ts > tonumber(v[4] or '0') then v[4] = ARGV[4] end
-        upd[#upd + 1] = 'p'; upd[#upd + 1] = v[3]; upd[#upd + 1] = 'pr'; upd[#upd + 1] = v[4]
-      end
-      if #upd > 0 then redis.call('HSET', k, unpack(upd)) end
+      local v, upd = add_totals(KEYS[i], pts)
+      if #upd > 0 then redis.call('HSET', KEYS[i], unpack(upd)) end
       for j = 1, 4 do computed[#computed + 1] = v[j] or '' end
       local ttl = tonumber(ARGV[10 + i])
-      if ttl > 0 then redis.call('EXPIRE', k, ttl, 'NX') end
+      if ttl > 0 then redis.call('EXPIRE', KEYS[i], ttl, 'NX') end
     end
     -- The campaigns that hold the communicator: the same addition to their totals.
     camp = {}
     for j = 0, nc - 1 do
       if holds(j, info[1], info[3] or '') then
         local k = KEYS[8 + nb + j]
-        local v = redis.call('HMGET', k, 's', 'sr', 'p', 'pr')
-        local upd = {}
-        if shares > 0 then
-          v[1] = tostring(tonumber(v[1] or '0') + shares)
-          if ts > tonumber(v[2] or '0') then v[2] = ARGV[4] end
-          upd[#upd + 1] = 's'; upd[#upd + 1] = v[1]; upd[#upd + 1] = 'sr'; upd[#upd + 1] = v[2]
-        end
-        if pts > 0 then
-          v[3] = tostring(tonumber(v[3] or '0') + pts)
-          if ts > tonumber(v[4] or '0') then v[4] = ARGV[4] end
-          upd[#upd + 1] = 'p'; upd[#upd + 1] = v[3]; upd[#upd + 1] = 'pr'; upd[#upd + 1] = v[4]
-        end
+        local v, upd = add_totals(k, pts)
         if ARGV[21 + j * 4] == '1' then upd[#upd + 1] = 'l:' .. fp; upd[#upd + 1] = '1' end
         if #upd > 0 then
           redis.call('HSET', k, unpack(upd))
@@ -148,4 +143,4 @@ end
 
 redis.call('HSET', KEYS[8], fp, seq .. ':' .. code .. pts .. ':' .. streak)
 redis.call('EXPIRE', KEYS[8], bucket_ttl, 'NX')
-return reply('new', code, pts, streak, computed, camp)
+return reply('new', code, pts, streak, computed, camp, { info[1], info[3], info[4] })
