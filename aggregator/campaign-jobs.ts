@@ -92,6 +92,24 @@ export function factsWhere(c: Campaign): { where: string; params: Record<string,
   }
 }
 
+export type CampaignSum = { user_id: string; s: string; sr: string; p: string; pr: string }
+
+/**
+ * Each communicator's shares and points (with the event time each was reached at) in a campaign,
+ * from the facts; optionally only facts up to a stream sequence and without some communicators.
+ */
+export async function campaignSums(ch: ClickHouseClient, c: Campaign, opts: { barrier?: number; without?: string[] } = {}): Promise<CampaignSum[]> {
+  const { where, params } = factsWhere(c)
+  const more = (opts.barrier !== undefined ? ' AND stream_seq <= {barrier:UInt64}' : '') + (opts.without ? ' AND NOT has({without:Array(String)}, user_id)' : '')
+  return rows<CampaignSum>(
+    ch,
+    `SELECT user_id, toUInt64(sum(shares)) AS s, maxIf(toUnixTimestamp64Milli(ts), shares > 0) AS sr,
+            toUInt64(sum(points)) AS p, maxIf(toUnixTimestamp64Milli(ts), points > 0) AS pr
+     FROM facts FINAL WHERE ${where}${more} GROUP BY user_id`,
+    { ...params, barrier: opts.barrier ?? 0, without: opts.without ?? [] },
+  )
+}
+
 async function rows<T>(ch: ClickHouseClient, query: string, params: Record<string, unknown>): Promise<T[]> {
   const r = await ch.query({ query, query_params: params, format: 'JSONEachRow' })
   return (await r.json()) as T[]
@@ -176,13 +194,7 @@ export function createCampaignJobs(deps: CampaignJobDeps) {
     const live = await redis.smembers(keys.campaignLive(id))
     const { where, params } = factsWhere(c)
     const q = { ...params, barrier, live }
-    const sums = await rows<{ user_id: string; s: string; sr: string; p: string; pr: string }>(
-      ch,
-      `SELECT user_id, toUInt64(sum(shares)) AS s, maxIf(toUnixTimestamp64Milli(ts), shares > 0) AS sr,
-              toUInt64(sum(points)) AS p, maxIf(toUnixTimestamp64Milli(ts), points > 0) AS pr
-       FROM facts FINAL WHERE ${where} AND stream_seq <= {barrier:UInt64} AND NOT has({live:Array(String)}, user_id) GROUP BY user_id`,
-      q,
-    )
+    const sums = await campaignSums(ch, c, { barrier, without: live })
     const each = live.length
       ? await rows<{ user_id: string; event_id: string; shares: number; points: number; t: string }>(
           ch,

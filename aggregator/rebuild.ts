@@ -9,7 +9,7 @@ import { compactDay, isoDay, PERIODS, periodRange, type Period } from '../core/t
 import { fingerprint, type DedupeWindow } from './user-step.ts'
 import { campaignStatus, type CampaignStore } from '../core/store/campaigns.ts'
 import { packCampaignScore } from '../core/scoring.ts'
-import { factsWhere } from './campaign-jobs.ts'
+import { campaignSums } from './campaign-jobs.ts'
 import { CAMPAIGN_KEEP_S } from './campaigns.ts'
 import { rebuildWallets } from '../core/wallet.ts'
 
@@ -206,14 +206,7 @@ export async function rebuildRedis(deps: {
   for (const c of deps.campaigns ? await deps.campaigns.list() : []) {
     const st = campaignStatus(c)
     if (st === 'final' || st === 'cancelled') continue
-    const { where, params } = factsWhere(c)
-    const sums = await rows<{ user_id: string; s: string; sr: string; p: string; pr: string }>(
-      ch,
-      `SELECT user_id, toUInt64(sum(shares)) AS s, maxIf(toUnixTimestamp64Milli(ts), shares > 0) AS sr,
-              toUInt64(sum(points)) AS p, maxIf(toUnixTimestamp64Milli(ts), points > 0) AS pr
-       FROM facts FINAL WHERE ${where} GROUP BY user_id`,
-      params,
-    )
+    const sums = await campaignSums(ch, c)
     const expireAt = Math.ceil(c.cutoff_at / 1000) + CAMPAIGN_KEEP_S
     for (const r of sums) {
       const fields: Record<string, string> = { b: '1' }
