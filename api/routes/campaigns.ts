@@ -8,7 +8,7 @@ import { unpackCampaignScore } from '../../core/scoring.ts'
 import { prizeOf } from '../../core/store/campaigns.ts'
 import { maskPhone } from './users.ts'
 import { regionPath, toCsv } from '../csv.ts'
-import { displayName, encodeCursor, pageBoard } from './leaderboards.ts'
+import { BoardEntry, displayName, encodeCursor, pageBoard } from './leaderboards.ts'
 import { ApiError, badRequest, notFound } from '../../core/errors.ts'
 import type { RegionTree } from '../../core/regions.ts'
 import { campaignProblems, campaignStatus, CampaignConflict, Tier, type Campaign, type CampaignStore, type NewCampaign } from '../../core/store/campaigns.ts'
@@ -254,17 +254,8 @@ export function mountCampaigns(app: OpenAPIHono<AuthEnv>, deps: CampaignsDeps) {
     return c.json(campaignJson(saved), 200)
   })
 
-  const Standing = z.object({
-    rank: z.number().int(),
-    user_id: z.string(),
-    name: z.string(),
-    institution_id: z.string().nullable(),
-    region_code: z.string().nullable(),
-    score: z.number().int(),
-    reached_at: z.string(),
-    eligible: z.boolean(),
-    prize: z.string().nullable(),
-  })
+  // A leaderboard entry, with the basic task and the prize.
+  const Standing = BoardEntry.extend({ eligible: z.boolean(), prize: z.string().nullable() })
   type Standing = z.infer<typeof Standing> & { _cursor: string }
 
   /** Live entries from the campaign's board (Redis), ranks from `firstRank`. */

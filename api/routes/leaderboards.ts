@@ -16,7 +16,7 @@ export interface LeaderboardDeps {
   users: UserStore
 }
 
-const Entry = z.object({
+export const BoardEntry = z.object({
   rank: z.number().int(),
   user_id: z.string(),
   name: z.string(),
@@ -146,7 +146,7 @@ export function mountLeaderboards(app: OpenAPIHono<AuthEnv>, deps: LeaderboardDe
           'application/json': {
             schema: z.object({
               metric: z.string(), region: z.string().nullable(), institution: z.string().nullable(), period: z.string(),
-              from: z.string().nullable(), to: z.string().nullable(), total: z.number().int(), entries: z.array(Entry), next: z.string().nullable(),
+              from: z.string().nullable(), to: z.string().nullable(), total: z.number().int(), entries: z.array(BoardEntry), next: z.string().nullable(),
             }),
           },
         },
@@ -183,7 +183,7 @@ export function mountLeaderboards(app: OpenAPIHono<AuthEnv>, deps: LeaderboardDe
     responses: {
       200: {
         description: 'Rank (null with score 0 when nothing counted)',
-        content: { 'application/json': { schema: z.object({ rank: z.number().int().nullable(), score: z.number().int(), total: z.number().int(), entries: z.array(Entry) }) } },
+        content: { 'application/json': { schema: z.object({ rank: z.number().int().nullable(), score: z.number().int(), total: z.number().int(), entries: z.array(BoardEntry) }) } },
       },
       ...errorResponses(400, 401, 404),
     },
