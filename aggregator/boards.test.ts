@@ -10,7 +10,7 @@ import { cacheUsers } from '../core/keys.ts'
 import { startRedis, type LocalService } from '../core/local-services.ts'
 import { loadRegionTree } from '../core/regions.ts'
 import { freePort } from '../test/stack.ts'
-import { boardWrites, coalesce, createBoardWriter, type BoardWrite } from './boards.ts'
+import { boardWrites, createBoardWriter, groupByBoard, type BoardWrite } from './boards.ts'
 import { applyUserStep, dedupeWindow, defineUserStep } from './user-step.ts'
 
 let dir: string
@@ -69,8 +69,8 @@ describe('board writes are idempotent and order-free', () => {
     // Replay every write again, in reverse and in a shuffled order.
     await write([...all].reverse())
     await write([...all].sort(() => Math.random() - 0.5))
-    // The per-key path used on a Redis Cluster, too.
-    await createBoardWriter(redis, { cluster: true })([...all].sort(() => Math.random() - 0.5))
+    // One write per board and user, in a random order, as separate batches.
+    for (const w of [...all].sort(() => Math.random() - 0.5)) await write([w])
     expect(await boards()).toEqual(before)
 
     // A redelivery of any message repeats its decision, never its effect.
@@ -118,10 +118,27 @@ describe('board writes are idempotent and order-free', () => {
   })
 })
 
-describe('coalesce', () => {
+describe('groupByBoard', () => {
   it('keeps only the best score per board and user, which is what ZADD LT would keep', async () => {
     const w = (key: string, member: string, score: number): BoardWrite => ({ key, member, score, period: 'day' })
-    const out = coalesce([w('k1', 'A', -5), w('k1', 'A', -7), w('k1', 'B', -6), w('k2', 'A', -1), w('k1', 'A', -6)])
-    expect(out.sort((a, b) => (a.key + a.member).localeCompare(b.key + b.member))).toEqual([w('k1', 'A', -7), w('k1', 'B', -6), w('k2', 'A', -1)])
+    const out = groupByBoard([w('k1', 'A', -5), w('k1', 'A', -7), w('k1', 'B', -6), w('k2', 'A', -1), w('k1', 'A', -6)])
+    expect([...out].map(([k, g]) => [k, Object.fromEntries(g.members)])).toEqual([
+      ['k1', { A: -7, B: -6 }],
+      ['k2', { A: -1 }],
+    ])
+  })
+
+  it('a batch writes every user of a shared board in one command, with the same result as one write each', async () => {
+    const users = ['A', 'B', 'C']
+    let seq = 9000
+    const ws: BoardWrite[] = []
+    for (const u of users) ws.push(...boardWrites(u, await applyUserStep(redis, ev(u, now - 5000), seq++, win), tree))
+    const before = await redis.info('commandstats')
+    await createBoardWriter(redis)(ws)
+    const after = await redis.info('commandstats')
+    const zadds = (info: string) => Number(/cmdstat_zadd:calls=(\d+)/.exec(info)?.[1] ?? 0)
+    // Three users of one town and institution share every board: one ZADD per board.
+    expect(zadds(after) - zadds(before)).toBe(new Set(ws.map((w) => w.key)).size)
+    for (const u of users) expect(await redis.zscore('b:s:n:a', u)).not.toBeNull()
   })
 })

@@ -1,7 +1,7 @@
-import type { Redis, Result } from 'ioredis'
+import type { Redis } from 'ioredis'
 import type { RegionTree } from '../core/regions.ts'
 import { keys } from '../core/keys.ts'
-import { boardKey, packCampaignScore, PERIOD_TTL_S, packScore, scopesOf, type Metric } from '../core/scoring.ts'
+import { boardKey, METRICS, packCampaignScore, PERIOD_TTL_S, packScore, scopesOf, type BoardScope, type Metric } from '../core/scoring.ts'
 import type { Campaign } from '../core/store/campaigns.ts'
 import { CAMPAIGN_KEEP_S } from './campaigns.ts'
 import type { Period } from '../core/time.ts'
@@ -21,84 +21,146 @@ export interface BoardWrite {
   expireAtS?: number
 }
 
-export function boardWrites(userId: string, d: Decision, tree: RegionTree, campaign: (id: string) => Campaign | undefined = () => undefined): BoardWrite[] {
-  if (d.decision !== 'counted' || !d.region_code) return []
-  const lineage = tree.lineage(d.region_code).map((r) => r.code)
-  const scopes = scopesOf(lineage.length ? lineage : [d.region_code], d.institution_id)
-  const out: BoardWrite[] = []
-  // A new event changes the metrics it added to; a redelivery rewrites every board it touches.
-  const metrics: Metric[] = d.status === 'repeat' ? ['shares', 'points'] : []
-  if (d.status === 'new') {
-    if (d.shares > 0) metrics.push('shares')
-    if (d.points > 0) metrics.push('points')
+type Emit = (key: string, period: Period | null, score: number, expireAtS?: number) => void
+
+/**
+ * Board keys, computed once per (scope, period, metric) and shared: the hot path builds no key
+ * strings per event, and a key used again hashes at no cost in the batch's maps.
+ */
+export function createBoardKeys(tree: RegionTree) {
+  const scopeCache = new Map<string, BoardScope[]>()
+  const keyCache = new Map<BoardScope, Map<string, [string, string]>>()
+  const institutionScopes = new Map<string, BoardScope>()
+  return {
+    /** The region and national scopes of a communicator's region (town → province, national). */
+    regionScopes(regionCode: string): BoardScope[] {
+      let sc = scopeCache.get(regionCode)
+      if (!sc) {
+        const lineage = tree.lineage(regionCode).map((r) => r.code)
+        sc = scopesOf(lineage.length ? lineage : [regionCode], '')
+        if (scopeCache.size > 100_000) scopeCache.clear()
+        scopeCache.set(regionCode, sc)
+      }
+      return sc
+    },
+    institutionScope(id: string): BoardScope {
+      let sc = institutionScopes.get(id)
+      if (!sc) {
+        if (institutionScopes.size > 100_000) institutionScopes.clear()
+        institutionScopes.set(id, (sc = { kind: 'institution', id }))
+      }
+      return sc
+    },
+    key(scope: BoardScope, periodKey: string, metric: Metric): string {
+      let byPeriod = keyCache.get(scope)
+      if (!byPeriod) keyCache.set(scope, (byPeriod = new Map()))
+      let pair = byPeriod.get(periodKey)
+      if (!pair) {
+        if (byPeriod.size > 64) byPeriod.clear()
+        byPeriod.set(periodKey, (pair = [boardKey('shares', scope, periodKey), boardKey('points', scope, periodKey)]))
+      }
+      return pair[metric === 'shares' ? 0 : 1]
+    },
   }
+}
+export type BoardKeys = ReturnType<typeof createBoardKeys>
+
+/** Every board write of one decision, as emit(key, period, score, expireAtS). */
+function emitBoardWrites(bk: BoardKeys, d: Decision, campaign: (id: string) => Campaign | undefined, emit: Emit): void {
+  if (d.decision !== 'counted' || !d.region_code) return
+  const regionScopes = bk.regionScopes(d.region_code)
+  const inst = d.institution_id ? bk.institutionScope(d.institution_id) : null
+  // A new event changes the metrics it added to; a redelivery rewrites every board it touches.
+  const shares = d.status === 'repeat' || (d.status === 'new' && d.shares > 0)
+  const points = d.status === 'repeat' || (d.status === 'new' && d.points > 0)
   for (const t of d.totals) {
-    for (const m of metrics) {
+    for (const m of METRICS) {
+      if (m === 'shares' ? !shares : !points) continue
       const v = t[m]
       if (!v) continue
       const score = packScore(t.period, t.startMs, v.count, v.reachedAt)
-      for (const s of scopes) out.push({ key: boardKey(m, s, t.key), score, member: userId, period: t.period })
+      for (const s of regionScopes) emit(bk.key(s, t.key, m), t.period, score)
+      if (inst) emit(bk.key(inst, t.key, m), t.period, score)
     }
   }
   // Each campaign's board holds its metric only.
   for (const ct of d.campaigns) {
     const c = campaign(ct.id)
-    if (!c || !metrics.includes(c.metric)) continue
+    if (!c || (c.metric === 'shares' ? !shares : !points)) continue
     const v = ct[c.metric]
     if (!v) continue
-    out.push({ key: keys.campaignBoard(c.id), score: packCampaignScore(c, v.count, v.reachedAt), member: userId, period: null, expireAtS: Math.ceil(c.cutoff_at / 1000) + CAMPAIGN_KEEP_S })
+    emit(keys.campaignBoard(c.id), null, packCampaignScore(c, v.count, v.reachedAt), Math.ceil(c.cutoff_at / 1000) + CAMPAIGN_KEEP_S)
   }
+}
+
+const noCampaign = () => undefined
+
+/** The board writes of one decision, as a list (tests, the benchmark's ceiling). */
+export function boardWrites(userId: string, d: Decision, tree: RegionTree | BoardKeys, campaign: (id: string) => Campaign | undefined = noCampaign): BoardWrite[] {
+  const bk = 'key' in tree ? tree : createBoardKeys(tree)
+  const out: BoardWrite[] = []
+  emitBoardWrites(bk, d, campaign, (key, period, score, expireAtS) => out.push(expireAtS === undefined ? { key, score, member: userId, period } : { key, score, member: userId, period, expireAtS }))
   return out
 }
 
-/** Keeps, per (board, user), the write with the best (lowest stored) score: the others change nothing. */
-export function coalesce(ws: BoardWrite[]): BoardWrite[] {
-  const best = new Map<string, BoardWrite>()
-  for (const w of ws) {
-    const k = `${w.key}\u0000${w.member}`
-    const b = best.get(k)
-    if (!b || w.score < b.score) best.set(k, w)
-  }
-  return [...best.values()]
+/** Adds one decision's board writes to a batch's groups (the aggregator's hot path: no objects per write). */
+export function addBoardWrites(groups: BoardGroups, bk: BoardKeys, userId: string, d: Decision, campaign: (id: string) => Campaign | undefined = noCampaign): void {
+  emitBoardWrites(bk, d, campaign, (key, period, score, expireAtS) => addToGroup(groups, key, period, expireAtS, userId, score))
 }
 
-/** One user's board writes in one round trip: every key gets ZADD LT of its score for the member. */
-const WRITE_BOARDS = `for i, k in ipairs(KEYS) do redis.call('ZADD', k, 'LT', ARGV[i + 1], ARGV[1]) end
-return #KEYS`
-
-declare module 'ioredis' {
-  interface RedisCommander<Context> {
-    writeBoards(...args: (string | number)[]): Result<number, Context>
-  }
+function addToGroup(groups: BoardGroups, key: string, period: Period | null, expireAtS: number | undefined, member: string, score: number) {
+  let g = groups.get(key)
+  if (!g) groups.set(key, (g = { period, expireAtS, members: new Map() }))
+  const best = g.members.get(member)
+  if (best === undefined || score < best) g.members.set(member, score)
 }
+
+/** A batch's board writes grouped by board, keeping per user only the best (lowest stored) score. */
+export interface BoardGroup {
+  period: Period | null
+  expireAtS?: number
+  members: Map<string, number>
+}
+
+export type BoardGroups = Map<string, BoardGroup>
+
+/** Groups writes by board; per (board, user) only the best score is kept, which is all ZADD LT would keep. */
+export function groupByBoard(ws: Iterable<BoardWrite>): BoardGroups {
+  const groups: BoardGroups = new Map()
+  for (const w of ws) addToGroup(groups, w.key, w.period, w.expireAtS, w.member, w.score)
+  return groups
+}
+
+/** Members per ZADD command: bounds the size of one command (and Redis' time inside it). */
+const MEMBERS_PER_ZADD = 1000
 
 /**
- * On a single Redis the writes of one event go in one script call (they are still each idempotent,
- * so the script is only a batching of independent writes). On a Redis Cluster (`cluster: true`)
- * every board is written with its own command, routed to its own slot.
+ * Writes a batch of board writes: one `ZADD key LT s1 m1 s2 m2 …` per board, however many users of
+ * the batch it holds. Each command touches one key, so the same path serves a Redis Cluster, and
+ * each write is idempotent and order-free. Grouping matters: a sorted-set command costs Redis
+ * several microseconds on top of each member's update, and a county or national board is shared
+ * by most users of a batch.
  */
-export function createBoardWriter(redis: Redis, opts: { cluster?: boolean } = {}) {
-  if (!opts.cluster && !(redis as unknown as { writeBoards?: unknown }).writeBoards) redis.defineCommand('writeBoards', { lua: WRITE_BOARDS })
+export function createBoardWriter(redis: Redis) {
   // Set each board's TTL once per process rather than on every write.
   const expiring = new Set<string>()
-  return async function write(ws: BoardWrite[]): Promise<void> {
+  return async function write(ws: Iterable<BoardWrite> | BoardGroups): Promise<void> {
     const ops: Promise<unknown>[] = []
-    if (opts.cluster) for (const w of ws) ops.push(redis.zadd(w.key, 'LT', w.score, w.member))
-    else {
-      const byMember = new Map<string, BoardWrite[]>()
-      for (const w of ws) {
-        const list = byMember.get(w.member)
-        if (list) list.push(w)
-        else byMember.set(w.member, [w])
+    for (const [key, g] of ws instanceof Map ? ws : groupByBoard(ws)) {
+      let args: (string | number)[] = []
+      for (const [member, score] of g.members) {
+        args.push(score, member)
+        if (args.length >= 2 * MEMBERS_PER_ZADD) {
+          ops.push(redis.zadd(key, 'LT', ...args))
+          args = []
+        }
       }
-      for (const [member, list] of byMember) ops.push(redis.writeBoards(list.length, ...list.map((w) => w.key), member, ...list.map((w) => w.score)))
-    }
-    for (const w of ws) {
-      const ttl = w.period ? PERIOD_TTL_S[w.period] : null
-      if ((ttl || w.expireAtS) && !expiring.has(w.key)) {
+      if (args.length) ops.push(redis.zadd(key, 'LT', ...args))
+      const ttl = g.period ? PERIOD_TTL_S[g.period] : null
+      if ((ttl || g.expireAtS) && !expiring.has(key)) {
         if (expiring.size > 200_000) expiring.clear()
-        expiring.add(w.key)
-        ops.push(ttl ? redis.expire(w.key, ttl, 'NX') : redis.expireat(w.key, w.expireAtS!, 'NX'))
+        expiring.add(key)
+        ops.push(ttl ? redis.expire(key, ttl, 'NX') : redis.expireat(key, g.expireAtS!, 'NX'))
       }
     }
     await Promise.all(ops)

@@ -26,7 +26,10 @@ export function createCampaignFeed(store: CampaignStore): CampaignFeed {
     async refresh() {
       const e = await store.epoch()
       if (e === epoch) return
-      active = (await store.list()).filter((c) => c.cancelled_at === null && c.settled_at === null)
+      const list = (await store.list()).filter((c) => c.cancelled_at === null && c.settled_at === null)
+      // Batches overlap: a refresh that read an older counter must not replace a newer list.
+      if (e < epoch) return
+      active = list
       byId = new Map(active.map((c) => [c.id, c]))
       epoch = e
     },

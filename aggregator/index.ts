@@ -11,7 +11,7 @@ import type { Metrics } from '../core/metrics.ts'
 import type { RegionTree } from '../core/regions.ts'
 import type { UserStore } from '../core/store/users.ts'
 import { CONSUMER, ensureConsumer, ensureStream, SUBJECT_LIVE, type LiveNotice } from '../core/stream.ts'
-import { boardWrites, coalesce, createBoardWriter, type BoardWrite } from './boards.ts'
+import { addBoardWrites, createBoardKeys, createBoardWriter, type BoardGroups } from './boards.ts'
 import { createCampaignFeed } from './campaigns.ts'
 import { createCampaignJobs, type CampaignJobs } from './campaign-jobs.ts'
 import type { CampaignStore } from '../core/store/campaigns.ts'
@@ -44,14 +44,6 @@ export interface Aggregator {
   jobs: CampaignJobs
 }
 
-const MAX_BATCH = 1000
-/**
- * Messages waiting in this process for the per-user step. Without a bound the consume loop would
- * pull the whole max_ack_pending window into memory, and what is not stored and acked within
- * ack_wait would come back as redeliveries: under a backlog most of the work would be repeats.
- */
-const MAX_QUEUED = 2 * MAX_BATCH
-
 /** Max stream sequence applied to Redis; returns -1 when the key is gone (Redis lost its state). */
 const ADVANCE_SEQ = `local c = redis.call('GET', KEYS[1])
 if not c then return -1 end
@@ -60,8 +52,22 @@ return 1`
 
 export function createAggregator(config: Config, deps: AggregatorDeps): Aggregator {
   const { redis, js, jsm, ch, tree, log, metrics } = deps
+  /**
+   * Batches processed at once (config.aggregator.inFlight). A batch alternates between this process
+   * (decoding, preparing commands) and Redis (running them); with several in flight each side works
+   * while the other does. Overlap is safe: user steps are atomic per event, board writes are
+   * order-free and the applied sequence only moves forward.
+   */
+  const { batchSize: MAX_BATCH, inFlight: BATCHES_IN_FLIGHT } = config.aggregator
+  /**
+   * Messages waiting in this process for the per-user step. Without a bound the consume loop would
+   * pull the whole max_ack_pending window into memory, and what is not stored and acked within
+   * ack_wait would come back as redeliveries: under a backlog most of the work would be repeats.
+   */
+  const MAX_QUEUED = (BATCHES_IN_FLIGHT + 1) * MAX_BATCH
   const win = dedupeWindow(config.events.maxAgeMs, config.events.maxFutureMs)
   const writeBoards = createBoardWriter(redis)
+  const boardKeys = createBoardKeys(tree)
   const feed = createCampaignFeed(deps.campaigns)
   const jobs = createCampaignJobs({ redis, ch, jsm, campaigns: deps.campaigns, log, stream: config.nats.stream })
   const events = new EventEmitter()
@@ -76,8 +82,8 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
     wakePuller = null
     w?.()
   }
-  let processing: Promise<void> = Promise.resolve()
-  let scheduled = false
+  /** Batches being processed; drain() waits for all of them. */
+  const inFlight = new Set<Promise<void>>()
   let buffer: { msgs: JsMsg[]; rows: FactRow[]; maybeStored: FactRow[] } = { msgs: [], rows: [], maybeStored: [] }
   let flushTimer: NodeJS.Timeout | null = null
   let flushing: Promise<void> = Promise.resolve()
@@ -97,17 +103,18 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
     return { kind: 'rejected', id: '', user_id: '', type: '', code: 'bad_message', message: 'unreadable stream message', received_at: Date.now(), app_id: '', raw: new TextDecoder().decode(m.data).slice(0, 2048) }
   }
 
-  /** The chain for one message: decode → per-user step → its board writes and fact row. */
-  async function handle(m: JsMsg): Promise<{ fact: FactRow; writes: BoardWrite[]; pendingLive: string[] }> {
+  /** The chain for one message: decode → per-user step → its board writes (into the batch's groups) and fact row. */
+  async function handle(m: JsMsg, boards: BoardGroups): Promise<{ fact: FactRow; pendingLive: string[] }> {
     const msg = decode(m)
-    if (msg.kind === 'rejected') return { fact: rejectedFact(msg, m.seq), writes: [], pendingLive: [] }
+    if (msg.kind === 'rejected') return { fact: rejectedFact(msg, m.seq), pendingLive: [] }
     const candidates = feed.candidates(msg)
     const d = await applyUserStep(redis, msg, m.seq, win, candidates)
     metrics.decisions.inc({ type: msg.type, decision: d.decision })
     if (d.decision === 'duplicate') metrics.eventsDuplicate.inc({ stage: 'aggregator' })
     // Campaigns still backfilling that this event was fed to live (the backfill skips such events).
     const pendingLive = d.status === 'new' ? d.campaigns.filter((c) => candidates.find((x) => x.id === c.id)?.pending).map((c) => c.id) : []
-    return { fact: eventFact(msg, m.seq, d), writes: boardWrites(msg.user_id, d, tree, feed.get), pendingLive }
+    addBoardWrites(boards, boardKeys, msg.user_id, d, feed.get)
+    return { fact: eventFact(msg, m.seq, d), pendingLive }
   }
 
   async function processBatch(batch: JsMsg[]): Promise<void> {
@@ -116,13 +123,14 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
     try {
       // After the pull, before any step: campaigns stored before these messages were published are known.
       await feed.refresh()
-      const handled = await Promise.all(batch.map(handle))
+      const boards: BoardGroups = new Map()
+      const handled = await Promise.all(batch.map((m) => handle(m, boards)))
       rows = handled.map((h) => h.fact)
       const live = new Map<string, Set<string>>()
       handled.forEach((h, i) => h.pendingLive.forEach((id) => (live.get(id) ?? live.set(id, new Set()).get(id)!).add(rows[i].user_id)))
       if (live.size) await Promise.all([...live].map(([id, users]) => redis.sadd(keys.campaignLive(id), ...users)))
-      // Board writes of the whole batch, coalesced: per (board, user) only the best score matters.
-      await writeBoards(coalesce(handled.flatMap((h) => h.writes)))
+      // Board writes of the whole batch, one command per board (per user only the best score matters).
+      await writeBoards(boards)
       const maxSeq = Math.max(...batch.map((m) => m.seq))
       const ok = (await redis.eval(ADVANCE_SEQ, 1, keys.seq, maxSeq)) as number
       if (ok === -1) throw new RedisLostError()
@@ -191,19 +199,26 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
     }
   }
 
+  /** Starts batches from the queue while fewer than BATCHES_IN_FLIGHT run (in the next tick, so a pull fills a batch). */
+  let scheduled = false
   function schedule() {
     if (scheduled) return
     scheduled = true
     setImmediate(() => {
       scheduled = false
-      processing = processing.then(async () => {
-        while (pending.length && !redisLost) {
-          await processBatch(pending.splice(0, MAX_BATCH))
-          if (pending.length < MAX_QUEUED) wake()
-        }
-        wake()
-      })
+      while (pending.length && !redisLost && inFlight.size < BATCHES_IN_FLIGHT) {
+        const p: Promise<void> = processBatch(pending.splice(0, MAX_BATCH)).finally(() => {
+          inFlight.delete(p)
+          schedule()
+        })
+        inFlight.add(p)
+      }
+      if (pending.length < MAX_QUEUED) wake()
     })
+  }
+
+  async function idle() {
+    while (inFlight.size) await Promise.all(inFlight)
   }
 
   async function subscribe(): Promise<ConsumerMessages> {
@@ -226,7 +241,7 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
     await loop?.catch(() => {})
     messages = null
     loop = null
-    await processing
+    await idle()
     // Anything still pending was never applied: let JetStream redeliver it.
     for (const m of pending.splice(0)) m.nak()
     await flush()

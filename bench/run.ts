@@ -54,6 +54,7 @@ const opt = parseOptions({
   logLevel: 'warn', // LOG_LEVEL of the service
   seed: 1,
   keep: false, // keep the temp DATA_DIR
+  profile: '', // a directory: run the service under the V8 CPU profiler and write its .cpuprofile there
 })
 
 function parseOptions<T extends Record<string, number | string | boolean>>(defaults: T): T {
@@ -93,7 +94,7 @@ async function main() {
   // ---- start ---------------------------------------------------------------------------------
   progress('start', 'spawning the service (tsx main.ts) with a fresh DATA_DIR')
   const tStart = performance.now()
-  svc = await startService({ logLevel: opt.logLevel })
+  svc = await startService({ logLevel: opt.logLevel, profileDir: opt.profile || undefined })
   report.start_ms = round(performance.now() - tStart, 0)
   progress('start', `ready in ${report.start_ms} ms at ${svc.base} (pids: tsx wrapper ${svc.pids.wrapper}, service ${svc.pids.service}, redis ${svc.pids.redis}, nats ${svc.pids.nats}); "listening" line seen: ${svc.sawListeningLine}`)
   if (!svc.sawListeningLine) notes.push(`LOG_LEVEL=${opt.logLevel} hides the service's info-level "listening" line; readiness was detected by GET /readyz = 200.`)
@@ -423,7 +424,7 @@ async function restartService() {
   const old = svc!
   const st = await old.stop({ keepData: true })
   const t0 = performance.now()
-  svc = await startService({ logLevel: opt.logLevel, reuse: old.env })
+  svc = await startService({ logLevel: opt.logLevel, reuse: old.env, profileDir: opt.profile || undefined })
   const readyMs = performance.now() - t0
   progress('restart', `stopped in ${round(st.ms / 1000, 1)} s (exit ${st.exitCode}); ready again in ${round(readyMs / 1000, 1)} s (service pid ${svc.pids.service})`)
   sampler.track('service (node main.ts)', svc.pids.service)

@@ -22,6 +22,8 @@ const envSchema = z.object({
   NATS_STREAM: z.string().regex(/^[A-Za-z0-9_-]+$/).default('EVENTS'),
   NATS_DUPLICATE_WINDOW_SECONDS: z.coerce.number().int().positive().default(120),
   INGEST_MAX_BACKLOG: z.coerce.number().int().nonnegative().default(100_000),
+  AGGREGATOR_BATCH_SIZE: z.coerce.number().int().min(1).max(5000).default(500),
+  AGGREGATOR_BATCHES_IN_FLIGHT: z.coerce.number().int().min(1).max(16).default(4),
   FACTS_BATCH_SIZE: z.coerce.number().int().positive().default(5000),
   FACTS_FLUSH_MS: z.coerce.number().int().positive().default(250),
   SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().positive().default(9000),
@@ -41,6 +43,8 @@ export interface Config {
   nats: { url?: string; localPort: number; stream: string; duplicateWindowMs: number }
   clickhouse: { url?: string }
   events: { maxAgeMs: number; maxFutureMs: number; maxBatch: number; maxBytes: number; maxBacklog: number }
+  /** Messages per aggregator batch, and batches processed at once (they overlap Redis and this process' work). */
+  aggregator: { batchSize: number; inFlight: number }
   facts: { batchSize: number; flushMs: number }
   shutdownTimeoutMs: number
   /** SMS codes: log (development: masked phone, code at debug level), memory (tests), http (a gateway). */
@@ -75,6 +79,7 @@ export function parseConfig(env: Record<string, string | undefined> = process.en
       maxBytes: 1024 * 1024,
       maxBacklog: e.INGEST_MAX_BACKLOG,
     },
+    aggregator: { batchSize: e.AGGREGATOR_BATCH_SIZE, inFlight: e.AGGREGATOR_BATCHES_IN_FLIGHT },
     facts: { batchSize: e.FACTS_BATCH_SIZE, flushMs: e.FACTS_FLUSH_MS },
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
     sms: { sender: e.SMS_SENDER, gatewayUrl: e.SMS_GATEWAY_URL },

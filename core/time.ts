@@ -26,10 +26,18 @@ export function dayStart(ms: number): number {
   return Math.floor((ms + SHANGHAI_OFFSET_MS) / DAY_MS) * DAY_MS - SHANGHAI_OFFSET_MS
 }
 
-/** 'YYYY-MM-DD' of the Shanghai day containing ms. */
+/** 'YYYY-MM-DD' of the Shanghai day containing ms (the last few days asked are remembered). */
 export function isoDay(ms: number): string {
-  return new Date(ms + SHANGHAI_OFFSET_MS).toISOString().slice(0, 10)
+  const n = Math.floor((ms + SHANGHAI_OFFSET_MS) / DAY_MS)
+  let s = dayNames.get(n)
+  if (s === undefined) {
+    s = new Date(ms + SHANGHAI_OFFSET_MS).toISOString().slice(0, 10)
+    if (dayNames.size >= 4096) dayNames.clear()
+    dayNames.set(n, s)
+  }
+  return s
 }
+const dayNames = new Map<number, string>()
 
 /** 'YYYYMMDD' of the Shanghai day containing ms. */
 export function compactDay(ms: number): string {
@@ -56,7 +64,23 @@ export interface PeriodRange {
   to: string | null
 }
 
+/**
+ * The period of the given kind that contains ms. Ranges are computed once per (period, Shanghai
+ * day) and shared: callers must not modify them.
+ */
 export function periodRange(period: Period, ms: number): PeriodRange {
+  const k = `${period}${Math.floor((ms + SHANGHAI_OFFSET_MS) / DAY_MS)}`
+  let r = ranges.get(k)
+  if (!r) {
+    r = Object.freeze(computeRange(period, ms))
+    if (ranges.size >= 4096) ranges.clear()
+    ranges.set(k, r)
+  }
+  return r
+}
+const ranges = new Map<string, PeriodRange>()
+
+function computeRange(period: Period, ms: number): PeriodRange {
   const f = fields(ms)
   switch (period) {
     case 'day': {

@@ -52,7 +52,7 @@ export async function freePort(): Promise<number> {
 }
 
 /** Starts the service; with `reuse` (the env of an earlier run) on the same data dir and ports. */
-export async function startService(opts: { logLevel: string; extraEnv?: Record<string, string>; readyTimeoutMs?: number; reuse?: Record<string, string> }): Promise<RunningService> {
+export async function startService(opts: { logLevel: string; extraEnv?: Record<string, string>; readyTimeoutMs?: number; reuse?: Record<string, string>; profileDir?: string }): Promise<RunningService> {
   const root = resolve(new URL('../..', import.meta.url).pathname)
   let env: Record<string, string>
   if (opts.reuse) env = { ...opts.reuse }
@@ -80,7 +80,10 @@ export async function startService(opts: { logLevel: string; extraEnv?: Record<s
   const require = createRequire(import.meta.url)
   // The service's whole environment (what parseConfig sees there), also what a restart reuses.
   env = { ...(inherited as Record<string, string>), ...env }
-  const wrapper = spawn(process.execPath, [require.resolve('tsx/cli'), 'main.ts'], {
+  // With a profile dir the service runs in this node child itself, under the V8 CPU profiler (a
+  // .cpuprofile is written there when it exits; open it in Chrome DevTools or speedscope).
+  const args = opts.profileDir ? ['--cpu-prof', '--cpu-prof-dir', opts.profileDir, '--import', 'tsx', 'main.ts'] : [require.resolve('tsx/cli'), 'main.ts']
+  const wrapper = spawn(process.execPath, args, {
     cwd: root,
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
