@@ -15,6 +15,7 @@
  * and one JSON line starting BENCH_RESULT) to stdout, also when a stage fails or the run is
  * interrupted.
  */
+import { availableParallelism } from 'node:os'
 import { Redis } from 'ioredis'
 import { parseConfig } from '../core/config.ts'
 import { loadRegionTree } from '../core/regions.ts'
@@ -211,7 +212,12 @@ async function main() {
     redis_calls_per_decision: e2eCmds.slice(0, 12),
     service_cpu_us_per_event: round(((cpu.e2e.service ?? NaN) * e2eSecs * 1e6) / Math.max(1, e2eDone), 0),
     redis_cpu_us_per_event: round(((cpu.e2e.redis ?? NaN) * e2eSecs * 1e6) / Math.max(1, e2eDone), 0),
+    // Every process of the service (node, redis-server, nats-server): what one event costs the box,
+    // and the rate at which that cost would take every core of this machine.
+    box_cpu_us_per_event: round((((cpu.e2e.service ?? 0) + (cpu.e2e.redis ?? 0) + (cpu.e2e.nats ?? 0)) * e2eSecs * 1e6) / Math.max(1, e2eDone), 0),
+    box_cores: availableParallelism(),
   }
+  report.e2e.box_bound_events_per_s = round((report.e2e.box_cores * 1e6) / report.e2e.box_cpu_us_per_event, 0)
   if (maxRedelivered > 0) {
     notes.push(
       `The aggregator made ${fmtInt(report.e2e.decisions.total)} decisions for ${fmtInt(e2eDone)} finished events (${report.e2e.decisions_per_done_event} per event): ` +
@@ -589,6 +595,7 @@ function printReport(r: Record<string, any>) {
     row('max share_backs / user today', String(e.max_share_backs_per_user_today), 'cap is 300: share-backs all count (reads > 10 and sign-ins > 1 a day are capped)')
     row('CPU over the e2e run', '', cpuStr(r.cpu_cores_used?.e2e))
     row('CPU per finished event', `${e.service_cpu_us_per_event} + ${e.redis_cpu_us_per_event} µs`, `service + redis-server; Redis calls per decision: ${cmdStr(e.redis_calls_per_decision)}`)
+    row('box bound', `${fmtInt(e.box_bound_events_per_s)} events/s`, `${e.box_cores} cores ÷ ${e.box_cpu_us_per_event} µs of CPU per event over node + redis-server + nats-server: the most this box could do at this cost per event`)
   }
   if (r.freshness) {
     const f = r.freshness

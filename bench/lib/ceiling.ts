@@ -10,7 +10,8 @@ import { progress } from './util.ts'
 
 /**
  * The ceiling the design allows: the same per-event Redis work the aggregator does — the per-user
- * Lua step and the idempotent board ZADDs (+ one EXPIRE NX per board key) — driven from a minimal
+ * Lua step, then the batch's idempotent board writes grouped per board (one ZADD LT per board and
+ * batch, + one EXPIRE NX per new board key) — driven from a minimal
  * client with no HTTP, NATS, JSON schema validation or ClickHouse in the way. Its own user ids
  * ('cz…'), in the towns of 平江县 (430626), so town and county boards are its own; the city,
  * province and national boards are shared, which is why this stage runs last.
