@@ -143,9 +143,10 @@ export function createCampaignStore(kv: KV): CampaignStore {
       throw new CampaignConflict('campaign was changed concurrently; retry')
     },
     async list() {
-      const keys: string[] = []
-      for await (const k of await kv.keys('c.*')) keys.push(k)
-      const got = await Promise.all(keys.map((k) => kv.get(k)))
+      // A key written while the listing runs can be listed twice: each once.
+      const keys = new Set<string>()
+      for await (const k of await kv.keys('c.*')) keys.add(k)
+      const got = await Promise.all([...keys].map((k) => kv.get(k)))
       return got.flatMap((e) => (e && e.operation === 'PUT' && e.value.length ? [JSON.parse(dec.decode(e.value)) as Campaign] : [])).sort((a, b) => b.created_at - a.created_at || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
     },
   }

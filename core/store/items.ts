@@ -47,8 +47,10 @@ export function createItemStore(kv: KV): ItemStore {
       return (await read(id))?.i ?? null
     },
     async list() {
-      const ids: string[] = []
-      for await (const k of await kv.keys('i.>')) ids.push(k.slice(2))
+      // A key written while the listing runs can be listed twice: each once.
+      const seen = new Set<string>()
+      for await (const k of await kv.keys('i.>')) seen.add(k.slice(2))
+      const ids = [...seen]
       const got = await Promise.all(ids.map(read))
       return got.filter((g) => g !== null).map((g) => g.i).sort((a, b) => a.created_at - b.created_at || a.id.localeCompare(b.id))
     },

@@ -38,8 +38,10 @@ export function createTaskStore(kv: KV): TaskStore {
       return rec
     },
     async list(year) {
-      const keys: string[] = []
-      for await (const k of await kv.keys(`${year}.*`)) keys.push(k)
+      // A key written while the listing runs can be listed twice: each once.
+      const seen = new Set<string>()
+      for await (const k of await kv.keys(`${year}.*`)) seen.add(k)
+      const keys = [...seen]
       const out: Task[] = []
       for (let i = 0; i < keys.length; i += 200) {
         const got = await Promise.all(keys.slice(i, i + 200).map((k) => kv.get(k)))

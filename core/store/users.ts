@@ -136,9 +136,11 @@ export function createUserStore(kv: KV): UserStore {
     },
     idByPhone: ownerOfPhone,
     async *all() {
-      // keys() ends after the current keys (a watch would wait forever on an empty bucket).
-      const ids: string[] = []
-      for await (const k of await kv.keys('u.>')) ids.push(k.slice(2))
+      // keys() ends after the current keys (a watch would wait forever on an empty bucket); a key
+      // written while it runs can be listed twice, hence the set.
+      const seen = new Set<string>()
+      for await (const k of await kv.keys('u.>')) seen.add(k.slice(2))
+      const ids = [...seen]
       for (let i = 0; i < ids.length; i += 500) {
         const got = await Promise.all(ids.slice(i, i + 500).map((id) => get(id)))
         for (const g of got) if (g) yield g.user
