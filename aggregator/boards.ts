@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis'
 import type { RegionTree } from '../core/regions.ts'
 import { keys } from '../core/keys.ts'
-import { boardKey, METRICS, packCampaignScore, PERIOD_TTL_S, packScore, scopesOf, type BoardScope, type Metric } from '../core/scoring.ts'
+import { boardKey, METRICS, packCampaignScore, PERIOD_TTL_S, packScore, type BoardScope, type Metric } from '../core/scoring.ts'
 import type { Campaign } from '../core/store/campaigns.ts'
 import { CAMPAIGN_KEEP_S } from './campaigns.ts'
 import type { Period } from '../core/time.ts'
@@ -25,35 +25,48 @@ type Emit = (key: string, period: Period | null, score: number, expireAtS?: numb
 
 /**
  * Board keys, computed once per (scope, period, metric) and shared: the hot path builds no key
- * strings per event, and a key used again hashes at no cost in the batch's maps.
+ * strings per event, and a key used again hashes at no cost in the batch's maps. Scopes are
+ * interned (a county is one object for all its towns); the caches start over past a bound.
  */
 export function createBoardKeys(tree: RegionTree) {
-  const scopeCache = new Map<string, BoardScope[]>()
+  const MAX_SCOPES = 200_000
+  const lineages = new Map<string, BoardScope[]>()
+  const scopes = new Map<string, BoardScope>()
   const keyCache = new Map<BoardScope, Map<string, [string, string]>>()
-  const institutionScopes = new Map<string, BoardScope>()
+  const national: BoardScope = { kind: 'national' }
+  const intern = (tag: string, make: () => BoardScope) => {
+    let sc = scopes.get(tag)
+    if (!sc) {
+      if (scopes.size >= MAX_SCOPES) {
+        scopes.clear()
+        lineages.clear()
+        keyCache.clear()
+      }
+      scopes.set(tag, (sc = make()))
+    }
+    return sc
+  }
   return {
     /** The region and national scopes of a communicator's region (town → province, national). */
     regionScopes(regionCode: string): BoardScope[] {
-      let sc = scopeCache.get(regionCode)
+      let sc = lineages.get(regionCode)
       if (!sc) {
         const lineage = tree.lineage(regionCode).map((r) => r.code)
-        sc = scopesOf(lineage.length ? lineage : [regionCode], '')
-        if (scopeCache.size > 100_000) scopeCache.clear()
-        scopeCache.set(regionCode, sc)
+        sc = (lineage.length ? lineage : [regionCode]).map((code) => intern('r' + code, () => ({ kind: 'region', code })))
+        sc.push(national)
+        lineages.set(regionCode, sc)
       }
       return sc
     },
     institutionScope(id: string): BoardScope {
-      let sc = institutionScopes.get(id)
-      if (!sc) {
-        if (institutionScopes.size > 100_000) institutionScopes.clear()
-        institutionScopes.set(id, (sc = { kind: 'institution', id }))
-      }
-      return sc
+      return intern('i' + id, () => ({ kind: 'institution', id }))
     },
     key(scope: BoardScope, periodKey: string, metric: Metric): string {
       let byPeriod = keyCache.get(scope)
-      if (!byPeriod) keyCache.set(scope, (byPeriod = new Map()))
+      if (!byPeriod) {
+        if (keyCache.size >= MAX_SCOPES) keyCache.clear()
+        keyCache.set(scope, (byPeriod = new Map()))
+      }
       let pair = byPeriod.get(periodKey)
       if (!pair) {
         if (byPeriod.size > 64) byPeriod.clear()
