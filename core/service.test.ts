@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ADMIN, share, startStack, type Stack } from '../test/stack.ts'
 import { parseConfig } from './config.ts'
-import { startService, type Service } from './service.ts'
+import { startService, trackRequests, type Service } from './service.ts'
 
 /** Each tier alone: an ingest-only and an api-only process in front of the same stream and stores. */
 let s: Stack
@@ -43,4 +43,28 @@ describe('roles', () => {
     expect(me).toMatchObject({ rank: 1, score: 1 })
     for (const svc of [ingest, api]) expect((await fetch(`http://127.0.0.1:${svc.port}/readyz`)).status).toBe(200)
   })
+})
+
+describe('graceful stop', () => {
+  it('waits for requests still being handled, even when their client has gone', async () => {
+    let release!: () => void
+    const held = new Promise<void>((r) => (release = r))
+    const requests = trackRequests(async () => {
+      await held
+      return new Response('ok')
+    })
+    const pending = requests.fetch(new Request('http://x/'))
+    expect(requests.active).toBe(1)
+    let idle = false
+    const done = requests.idle().then(() => (idle = true))
+    await new Promise((r) => setImmediate(r))
+    expect(idle).toBe(false)
+    release()
+    await pending
+    await done
+    expect(idle).toBe(true)
+    expect(requests.active).toBe(0)
+    await requests.idle() // and at once when nothing runs
+  })
+
 })

@@ -17,8 +17,9 @@ export async function startService(config: Config, deps: Deps & { adminToken: st
   const aggregator = config.roles.has('aggregator') ? createAggregator(config, deps) : null
   const app = createApp(config, { ...deps, aggregator: () => aggregator })
   await aggregator?.start()
+  const requests = trackRequests(app.fetch)
   const server = await new Promise<Server>((res) => {
-    const s = serve({ fetch: app.fetch, port: config.http.port, hostname: config.http.host }, () => res(s as Server))
+    const s = serve({ fetch: requests.fetch, port: config.http.port, hostname: config.http.host }, () => res(s as Server))
   })
   const addr = server.address()
   const port = typeof addr === 'object' && addr ? addr.port : config.http.port
@@ -33,7 +34,32 @@ export async function startService(config: Config, deps: Deps & { adminToken: st
       const t = setTimeout(() => server.closeAllConnections(), 3000)
       await closed
       clearTimeout(t)
+      // A client that went away leaves its request running here with no connection to wait for:
+      // finish those before the aggregator and the clients close under them.
+      await requests.idle()
       await aggregator?.stop()
+    },
+  }
+}
+
+/** Counts requests being handled; idle() resolves once none is (at once when none is). */
+export function trackRequests<A extends unknown[]>(fetch: (req: Request, ...rest: A) => Response | Promise<Response>) {
+  let active = 0
+  const waiters: (() => void)[] = []
+  return {
+    async fetch(req: Request, ...rest: A): Promise<Response> {
+      active++
+      try {
+        return await fetch(req, ...rest)
+      } finally {
+        if (--active === 0) for (const w of waiters.splice(0)) w()
+      }
+    },
+    idle(): Promise<void> {
+      return active === 0 ? Promise.resolve() : new Promise<void>((res) => waiters.push(res))
+    },
+    get active() {
+      return active
     },
   }
 }
