@@ -11,7 +11,9 @@ import { startRedis, type LocalService } from '../core/local-services.ts'
 import { loadRegionTree } from '../core/regions.ts'
 import { freePort } from '../test/stack.ts'
 import { boardWrites, createBoardWriter, groupByBoard, type BoardWrite } from './boards.ts'
-import { applyUserStep, dedupeWindow, defineUserStep } from './user-step.ts'
+import { applyUserStep, dedupeWindow, defineUserStep, fingerprint } from './user-step.ts'
+import { keys } from '../core/keys.ts'
+import { compactDay } from '../core/time.ts'
 
 let dir: string
 let server: LocalService
@@ -109,6 +111,9 @@ describe('board writes are idempotent and order-free', () => {
     const write = createBoardWriter(redis)
     const e = ev('A', now - 1000)
     const first = await applyUserStep(redis, e, 5000, win)
+    // The step stores the event's 8-byte fingerprint (sent as hex), the same field a rebuild writes.
+    expect(await redis.hexists(keys.dedupe('A', compactDay(now)), fingerprint(e.id))).toBe(1)
+    expect(fingerprint(e.id)).toHaveLength(8)
     await write(boardWrites('A', first, tree))
     const before = await boards()
     const again = await applyUserStep(redis, { ...e, received_at: now + 2 * 86400_000 }, 5001, win)

@@ -9,7 +9,7 @@
 -- KEYS[8+nb..] u:{U}:k:<campaign> the user's totals in each candidate campaign (s, sr, p, pr as
 --                                for periods; l:<fingerprint> marks an event fed live while the
 --                                campaign's backfill is pending; b marks a backfilled user)
--- ARGV: fingerprint, seq, type, ts, limit, pointsLimit, points, shares, isSignin, maxBonus,
+-- ARGV: fingerprint (16 hex digits), seq, type, ts, limit, pointsLimit, points, shares, isSignin, maxBonus,
 --       bucketTtl, ttl d, w, m, y, a (0 = none), nBuckets, nCampaigns, then per campaign:
 --       region prefix ('' any), institution ('' any), pending ('1' while backfilling), expire-at (s)
 -- Candidate campaigns are those whose window holds the event time and whose cutoff is after its
@@ -17,7 +17,10 @@
 -- A decision is stored as "<seq>:<code><points>:<streak>". A message seen again with the same
 -- stream seq is a redelivery: its decision is repeated, never its effect. With another seq it is a
 -- resend of the same event id: a duplicate.
-local fp, seq, etype, ts = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+-- The fingerprint comes as 16 hex digits (a string is far cheaper for the client to send than a
+-- binary argument) and is stored as its 8 bytes.
+local fp = (string.gsub(ARGV[1], '%x%x', function(h) return string.char(tonumber(h, 16)) end))
+local seq, etype, ts = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local limit, plimit, pts_each, shares = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local is_signin, max_bonus, bucket_ttl = ARGV[9] == '1', tonumber(ARGV[10]), tonumber(ARGV[11])
 local nb = tonumber(ARGV[17])
@@ -71,7 +74,9 @@ local function campaign_totals(region, inst)
   return out
 end
 
--- Reply: status, code, points, streak, region, institution, index, 20 period values, then 4 per campaign.
+-- Reply: status, code, points, streak, region, institution, index, 20 period values, then 4 per
+-- campaign, joined by commas into one string (one value for the client to decode instead of 27+;
+-- no value holds a comma: region codes are digits, institution ids [A-Za-z0-9_-]).
 local function reply(status, code, pts, streak, computed, camp, info)
   info = info or redis.call('HMGET', KEYS[1], 'r', 'i', 'x')
   local r = { status, code, tostring(pts), tostring(streak), info[1] or '', info[2] or '', info[3] or '0' }
@@ -81,7 +86,7 @@ local function reply(status, code, pts, streak, computed, camp, info)
   for j = 0, nc - 1 do
     for i = 1, 4 do r[#r + 1] = camp and camp[j * 4 + i] or '' end
   end
-  return r
+  return table.concat(r, ',')
 end
 
 for i = 0, nb - 1 do

@@ -72,9 +72,14 @@ export function fingerprint(id: string): Buffer {
   return createHash('sha1').update(id).digest().subarray(0, 8)
 }
 
+/** The same fingerprint as 16 hex digits, as the user step takes it. */
+export function fingerprintHex(id: string): string {
+  return createHash('sha1').update(id).digest('hex').slice(0, 16)
+}
+
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    userStep(...args: (string | Buffer | number)[]): Result<string[], Context>
+    userStep(...args: (string | number)[]): Result<string, Context>
   }
 }
 
@@ -83,7 +88,7 @@ export function defineUserStep(redis: Redis): void {
 }
 
 /** Keys and arguments of the per-user step, exported for the benchmark's raw ceiling. */
-export function userStepArgs(ev: StreamEvent, seq: number, win: DedupeWindow, campaigns: CampaignArg[] = []): (string | Buffer | number)[] {
+export function userStepArgs(ev: StreamEvent, seq: number, win: DedupeWindow, campaigns: CampaignArg[] = []): (string | number)[] {
   const ranges = PERIODS.map((p) => periodRange(p, ev.ts))
   const dayStart = ranges[0].startMs
   const k: string[] = [keys.info(ev.user_id)]
@@ -95,7 +100,7 @@ export function userStepArgs(ev: StreamEvent, seq: number, win: DedupeWindow, ca
   return [
     k.length,
     ...k,
-    fingerprint(ev.id),
+    fingerprintHex(ev.id),
     String(seq),
     ev.type,
     ev.ts,
@@ -115,7 +120,7 @@ export function userStepArgs(ev: StreamEvent, seq: number, win: DedupeWindow, ca
 
 export async function applyUserStep(redis: Redis, ev: StreamEvent, seq: number, win: DedupeWindow, campaigns: CampaignArg[] = []): Promise<Decision> {
   const r = await redis.userStep(...userStepArgs(ev, seq, win, campaigns))
-  return parseReply(r, ev, campaigns)
+  return parseReply(r.split(','), ev, campaigns)
 }
 
 const total = (count: string, reached: string) => (count ? { count: Number(count), reachedAt: Number(reached) } : null)
