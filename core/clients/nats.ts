@@ -7,8 +7,9 @@ export async function createNats(servers: string, name: string): Promise<NatsCon
     maxReconnectAttempts: -1,
     reconnectTimeWait: 500,
     waitOnFirstConnect: true,
-    // No stack capture per request: every JetStream publish and ack is a request, and building an
-    // Error for each was a tenth of the service's CPU under load. Errors still carry their message.
+    // No stack capture per request: every JetStream publish is a request, and building an Error
+    // (with its stack) for each was ≈ 14 % of the busy JavaScript time in a profile under load.
+    // Errors still carry their message.
     noAsyncTraces: true,
   })
 }
