@@ -17,6 +17,7 @@ import { createCampaignJobs, type CampaignJobs } from './campaign-jobs.ts'
 import type { CampaignStore } from '../core/store/campaigns.ts'
 import { eventFact, insertFacts, rejectedFact, type FactRow } from './facts.ts'
 import { rebuildRedis, redisIsStale } from './rebuild.ts'
+import { createSeqMark } from './seq-mark.ts'
 import { applyUserStep, dedupeWindow, defineUserStep } from './user-step.ts'
 
 export interface AggregatorDeps {
@@ -66,12 +67,29 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
    */
   const MAX_QUEUED = (BATCHES_IN_FLIGHT + 1) * MAX_BATCH
   const win = dedupeWindow(config.events.maxAgeMs, config.events.maxFutureMs)
-  const writeBoards = createBoardWriter(redis)
   const boardKeys = createBoardKeys(tree)
   const feed = createCampaignFeed(deps.campaigns)
   const jobs = createCampaignJobs({ redis, ch, jsm, campaigns: deps.campaigns, log, stream: config.nats.stream })
   const events = new EventEmitter()
-  defineUserStep(redis)
+  /**
+   * One Redis connection per batch in flight (a lane). ioredis runs one auto-pipeline at a time per
+   * connection and answers its commands only when the whole pipeline is done, so batches sharing a
+   * connection move in lockstep: Redis idle while this process works, and the reverse. On their own
+   * connections one batch's commands run while another's replies are handled here.
+   */
+  interface Lane { redis: Redis; writeBoards: ReturnType<typeof createBoardWriter> }
+  let lanes: Lane[] = []
+  const openLanes = () => {
+    lanes = Array.from({ length: BATCHES_IN_FLIGHT }, () => {
+      const conn = redis.duplicate()
+      defineUserStep(conn)
+      return { redis: conn, writeBoards: createBoardWriter(conn) }
+    })
+  }
+  const closeLanes = async () => {
+    await Promise.allSettled(lanes.map((l) => l.redis.quit()))
+    lanes = []
+  }
 
   let messages: ConsumerMessages | null = null
   let loop: Promise<void> | null = null
@@ -84,6 +102,7 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
   }
   /** Batches being processed; drain() waits for all of them. */
   const inFlight = new Set<Promise<void>>()
+  let freeLanes: Lane[] = []
   let buffer: { msgs: JsMsg[]; rows: FactRow[]; maybeStored: FactRow[] } = { msgs: [], rows: [], maybeStored: [] }
   let flushTimer: NodeJS.Timeout | null = null
   let flushing: Promise<void> = Promise.resolve()
@@ -104,11 +123,11 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
   }
 
   /** The chain for one message: decode → per-user step → its board writes (into the batch's groups) and fact row. */
-  async function handle(m: JsMsg, boards: BoardGroups): Promise<{ fact: FactRow; pendingLive: string[] }> {
+  async function handle(m: JsMsg, boards: BoardGroups, conn: Redis): Promise<{ fact: FactRow; pendingLive: string[] }> {
     const msg = decode(m)
     if (msg.kind === 'rejected') return { fact: rejectedFact(msg, m.seq), pendingLive: [] }
     const candidates = feed.candidates(msg)
-    const d = await applyUserStep(redis, msg, m.seq, win, candidates)
+    const d = await applyUserStep(conn, msg, m.seq, win, candidates)
     metrics.decisions.inc({ type: msg.type, decision: d.decision })
     if (d.decision === 'duplicate') metrics.eventsDuplicate.inc({ stage: 'aggregator' })
     // Campaigns still backfilling that this event was fed to live (the backfill skips such events).
@@ -117,24 +136,34 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
     return { fact: eventFact(msg, m.seq, d), pendingLive }
   }
 
-  async function processBatch(batch: JsMsg[]): Promise<void> {
+  /** m:seq in batch order (see createSeqMark); each batch is numbered when it starts. */
+  let started = 0
+  const seqMark = createSeqMark(async (mark) => {
+    const ok = (await redis.eval(ADVANCE_SEQ, 1, keys.seq, mark)) as number
+    if (ok === -1) throw new RedisLostError()
+  })
+
+  async function processBatch(batch: JsMsg[], no: number, lane: Lane): Promise<void> {
+    const conn = lane.redis
+    let marked = false
     metrics.batchSize.observe(batch.length)
     let rows: FactRow[]
     try {
       // After the pull, before any step: campaigns stored before these messages were published are known.
       await feed.refresh()
       const boards: BoardGroups = new Map()
-      const handled = await Promise.all(batch.map((m) => handle(m, boards)))
+      const handled = await Promise.all(batch.map((m) => handle(m, boards, conn)))
       rows = handled.map((h) => h.fact)
       const live = new Map<string, Set<string>>()
       handled.forEach((h, i) => h.pendingLive.forEach((id) => (live.get(id) ?? live.set(id, new Set()).get(id)!).add(rows[i].user_id)))
-      if (live.size) await Promise.all([...live].map(([id, users]) => redis.sadd(keys.campaignLive(id), ...users)))
+      if (live.size) await Promise.all([...live].map(([id, users]) => conn.sadd(keys.campaignLive(id), ...users)))
       // Board writes of the whole batch, one command per board (per user only the best score matters).
-      await writeBoards(boards)
-      const maxSeq = Math.max(...batch.map((m) => m.seq))
-      const ok = (await redis.eval(ADVANCE_SEQ, 1, keys.seq, maxSeq)) as number
-      if (ok === -1) throw new RedisLostError()
+      await lane.writeBoards(boards)
+      marked = true
+      await seqMark.done(no, Math.max(...batch.map((m) => m.seq)))
     } catch (err) {
+      // A failed batch must not hold the mark back: its messages come again in later batches.
+      if (!marked) void seqMark.done(no, -1).catch(() => {})
       if (err instanceof RedisLostError) redisLost = true
       naks++
       log.error({ err: String(err), messages: batch.length }, 'processing failed; messages will be redelivered')
@@ -206,9 +235,11 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
     scheduled = true
     setImmediate(() => {
       scheduled = false
-      while (pending.length && !redisLost && inFlight.size < BATCHES_IN_FLIGHT) {
-        const p: Promise<void> = processBatch(pending.splice(0, MAX_BATCH)).finally(() => {
+      while (pending.length && !redisLost && freeLanes.length) {
+        const lane = freeLanes.pop()!
+        const p: Promise<void> = processBatch(pending.splice(0, MAX_BATCH), started++, lane).finally(() => {
           inFlight.delete(p)
+          freeLanes.push(lane)
           schedule()
         })
         inFlight.add(p)
@@ -249,6 +280,7 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
   }
 
   async function resume() {
+    freeLanes = [...lanes]
     messages = await subscribe()
     loop = consume(messages).catch((err) => log.error({ err: String(err) }, 'consumer stopped'))
   }
@@ -285,6 +317,7 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
         log.warn({ reason: stale }, 'Redis is empty or stale: rebuilding from ClickHouse facts before counting')
         await rebuildRedis({ redis, ch, users: deps.users, tree, win, log, campaigns: deps.campaigns })
       }
+      openLanes()
       await resume()
       lagTimer = setInterval(() => void updateLag(), 5000)
       lagTimer.unref()
@@ -296,6 +329,7 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
       await jobs.stop()
       await recovering
       await drain()
+      await closeLanes()
     },
     async rebuild() {
       await drain()
