@@ -74,7 +74,12 @@ export async function runCeiling(opts: {
         app_id: 'app_bench', content_id: e.type === 'signin' ? '' : e.content_id, channel: e.channel ?? '', viewer: '',
       })
     }
-    const write = createBoardWriter(redis)
+    // Like the aggregator's lanes: each batch in flight on its own connection (ioredis runs one
+    // auto-pipeline at a time per connection).
+    const lanes = [redis, redis.duplicate()].map((conn) => {
+      defineUserStep(conn)
+      return { conn, write: createBoardWriter(conn) }
+    })
     const boardKeys = createBoardKeys(opts.tree)
     let counted = 0
     let writes = 0
@@ -89,12 +94,12 @@ export async function runCeiling(opts: {
     // As the aggregator does it: a batch's user steps all at once, then its board writes grouped by
     // board (one ZADD per board). Two batches in flight keep Redis busy while the client prepares.
     const batchSize = Math.max(1, Math.floor(opts.concurrency / 2))
-    const worker = async () => {
+    const worker = async ({ conn, write }: (typeof lanes)[number]) => {
       while (nextIdx < evs.length && performance.now() < stopAt) {
         const from = nextIdx
         nextIdx = Math.min(evs.length, from + batchSize)
         const batch = evs.slice(from, nextIdx)
-        const ds = await Promise.all(batch.map((ev, j) => applyUserStep(redis, ev, seqBase + from + j, win)))
+        const ds = await Promise.all(batch.map((ev, j) => applyUserStep(conn, ev, seqBase + from + j, win)))
         const groups: BoardGroups = new Map()
         ds.forEach((d, j) => addBoardWrites(groups, boardKeys, batch[j].user_id, d))
         counted += ds.filter((d) => d.decision === 'counted').length
@@ -108,7 +113,8 @@ export async function runCeiling(opts: {
         }
       }
     }
-    await Promise.all([worker(), worker()])
+    await Promise.all(lanes.map(worker))
+    lanes[1].conn.disconnect()
     const ms = performance.now() - t0
     const stats1 = await commandsProcessed(redis)
     return {
