@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import type { KV } from '@nats-io/kv'
 import { z } from 'zod'
+import { listKeys } from './kv-keys.ts'
 
 /**
  * Campaigns (share competitions, seed 003): durable in NATS KV (bucket `campaigns`, key `c.<id>`),
@@ -143,10 +144,7 @@ export function createCampaignStore(kv: KV): CampaignStore {
       throw new CampaignConflict('campaign was changed concurrently; retry')
     },
     async list() {
-      // A key written while the listing runs can be listed twice: each once.
-      const keys = new Set<string>()
-      for await (const k of await kv.keys('c.*')) keys.add(k)
-      const got = await Promise.all([...keys].map((k) => kv.get(k)))
+      const got = await Promise.all((await listKeys(kv, 'c.*')).map((k) => kv.get(k)))
       return got.flatMap((e) => (e && e.operation === 'PUT' && e.value.length ? [JSON.parse(dec.decode(e.value)) as Campaign] : [])).sort((a, b) => b.created_at - a.created_at || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
     },
   }

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import type { KV } from '@nats-io/kv'
+import { listKeys } from './kv-keys.ts'
 
 /**
  * Points-store items (积分商城), durable in NATS KV (bucket `store`, `i.<id>`). `stock` is the number
@@ -47,10 +48,7 @@ export function createItemStore(kv: KV): ItemStore {
       return (await read(id))?.i ?? null
     },
     async list() {
-      // A key written while the listing runs can be listed twice: each once.
-      const seen = new Set<string>()
-      for await (const k of await kv.keys('i.>')) seen.add(k.slice(2))
-      const ids = [...seen]
+      const ids = (await listKeys(kv, 'i.>')).map((k) => k.slice(2))
       const got = await Promise.all(ids.map(read))
       return got.filter((g) => g !== null).map((g) => g.i).sort((a, b) => a.created_at - b.created_at || a.id.localeCompare(b.id))
     },

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs'
 import type { KV } from '@nats-io/kv'
+import { listKeys } from './kv-keys.ts'
 
 /**
  * Resident population by region and year, durable in NATS KV (bucket `populations`, key
@@ -44,7 +45,7 @@ export function createPopulationStore(kv: KV): PopulationStore {
     },
     async of(code, year) {
       let best: Population | null = null
-      for await (const k of await kv.keys(`${code}.*`)) {
+      for (const k of await listKeys(kv, `${code}.*`)) {
         const y = Number(k.split('.')[1])
         if (y > year || (best && best.year >= y)) continue
         const e = await kv.get(k)

@@ -1,4 +1,5 @@
 import type { KV } from '@nats-io/kv'
+import { listKeys } from './kv-keys.ts'
 
 /**
  * The task breakdown (任务分解表): per year and unit, targets for new registrations and share
@@ -38,10 +39,7 @@ export function createTaskStore(kv: KV): TaskStore {
       return rec
     },
     async list(year) {
-      // A key written while the listing runs can be listed twice: each once.
-      const seen = new Set<string>()
-      for await (const k of await kv.keys(`${year}.*`)) seen.add(k)
-      const keys = [...seen]
+      const keys = await listKeys(kv, `${year}.*`)
       const out: Task[] = []
       for (let i = 0; i < keys.length; i += 200) {
         const got = await Promise.all(keys.slice(i, i + 200).map((k) => kv.get(k)))

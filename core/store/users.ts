@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto'
 import type { KV } from '@nats-io/kv'
 import { z } from 'zod'
 import { USER_ID } from '../events.ts'
+import { listKeys } from './kv-keys.ts'
 
 /**
  * Communicators, durable in NATS JetStream KV (bucket `users`): `u.<id>` holds the profile and
@@ -136,11 +137,7 @@ export function createUserStore(kv: KV): UserStore {
     },
     idByPhone: ownerOfPhone,
     async *all() {
-      // keys() ends after the current keys (a watch would wait forever on an empty bucket); a key
-      // written while it runs can be listed twice, hence the set.
-      const seen = new Set<string>()
-      for await (const k of await kv.keys('u.>')) seen.add(k.slice(2))
-      const ids = [...seen]
+      const ids = (await listKeys(kv, 'u.>')).map((k) => k.slice(2))
       for (let i = 0; i < ids.length; i += 500) {
         const got = await Promise.all(ids.slice(i, i + 500).map((id) => get(id)))
         for (const g of got) if (g) yield g.user
