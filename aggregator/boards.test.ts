@@ -21,6 +21,7 @@ let redis: Redis
 const tree = loadRegionTree()
 const win = dedupeWindow(72 * 3600_000, 600_000)
 const now = Date.now()
+const writeBoards = createBoardWriter()
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'kepu-boards-'))
@@ -53,7 +54,7 @@ async function boards(member?: string) {
 
 describe('board writes are idempotent and order-free', () => {
   it('replaying, reordering and redelivering board writes leaves every board unchanged', async () => {
-    const write = createBoardWriter(redis)
+    const write = (ws: BoardWrite[]) => writeBoards(redis, ws)
     const all: BoardWrite[] = []
     const events = Array.from({ length: 25 }, (_, i) => ev('A', now - 100_000 + i * 1000))
     let seq = 1
@@ -86,7 +87,7 @@ describe('board writes are idempotent and order-free', () => {
   })
 
   it('a crash between the user step and the board step is repaired by the redelivery, exactly', async () => {
-    const write = createBoardWriter(redis)
+    const write = (ws: BoardWrite[]) => writeBoards(redis, ws)
     const ts = [now - 50_000, now - 40_000, now - 30_000]
     // B: the normal path. C: the same events, but the process dies after C's last user step.
     let seq = 1000
@@ -108,7 +109,7 @@ describe('board writes are idempotent and order-free', () => {
   })
 
   it('a resend of the same event under a new stream sequence is a duplicate and writes nothing', async () => {
-    const write = createBoardWriter(redis)
+    const write = (ws: BoardWrite[]) => writeBoards(redis, ws)
     const e = ev('A', now - 1000)
     const first = await applyUserStep(redis, e, 5000, win)
     // The step stores the event's 8-byte fingerprint (sent as hex), the same field a rebuild writes.
@@ -139,7 +140,7 @@ describe('groupByBoard', () => {
     const ws: BoardWrite[] = []
     for (const u of users) ws.push(...boardWrites(u, await applyUserStep(redis, ev(u, now - 5000), seq++, win), tree))
     const before = await redis.info('commandstats')
-    await createBoardWriter(redis)(ws)
+    await writeBoards(redis, ws)
     const after = await redis.info('commandstats')
     const zadds = (info: string) => Number(/cmdstat_zadd:calls=(\d+)/.exec(info)?.[1] ?? 0)
     // Three users of one town and institution share every board: one ZADD per board.

@@ -154,10 +154,10 @@ const MEMBERS_PER_ZADD = 1000
  * several microseconds on top of each member's update, and a county or national board is shared
  * by most users of a batch.
  */
-export function createBoardWriter(redis: Redis) {
-  // Set each board's TTL once per process rather than on every write.
+export function createBoardWriter() {
+  // Set each board's TTL once per process rather than on every write, whichever connection writes.
   const expiring = new Set<string>()
-  return async function write(ws: Iterable<BoardWrite> | BoardGroups): Promise<void> {
+  return async function write(redis: Redis, ws: Iterable<BoardWrite> | BoardGroups): Promise<void> {
     const ops: Promise<unknown>[] = []
     for (const [key, g] of ws instanceof Map ? ws : groupByBoard(ws)) {
       let args: (string | number)[] = []

@@ -57,7 +57,7 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
    * Batches processed at once (config.aggregator.inFlight). A batch alternates between this process
    * (decoding, preparing commands) and Redis (running them); with several in flight each side works
    * while the other does. Overlap is safe: user steps are atomic per event, board writes are
-   * order-free and the applied sequence only moves forward.
+   * order-free, and the applied-sequence mark is written in batch order (createSeqMark).
    */
   const { batchSize: MAX_BATCH, inFlight: BATCHES_IN_FLIGHT } = config.aggregator
   /**
@@ -77,17 +77,17 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
    * connection move in lockstep: Redis idle while this process works, and the reverse. On their own
    * connections one batch's commands run while another's replies are handled here.
    */
-  interface Lane { redis: Redis; writeBoards: ReturnType<typeof createBoardWriter> }
-  let lanes: Lane[] = []
+  const writeBoards = createBoardWriter()
+  let lanes: Redis[] = []
   const openLanes = () => {
     lanes = Array.from({ length: BATCHES_IN_FLIGHT }, () => {
       const conn = redis.duplicate()
       defineUserStep(conn)
-      return { redis: conn, writeBoards: createBoardWriter(conn) }
+      return conn
     })
   }
   const closeLanes = async () => {
-    await Promise.allSettled(lanes.map((l) => l.redis.quit()))
+    await Promise.allSettled(lanes.map((conn) => conn.quit()))
     lanes = []
   }
 
@@ -102,7 +102,7 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
   }
   /** Batches being processed; drain() waits for all of them. */
   const inFlight = new Set<Promise<void>>()
-  let freeLanes: Lane[] = []
+  let freeLanes: Redis[] = []
   let buffer: { msgs: JsMsg[]; rows: FactRow[]; maybeStored: FactRow[] } = { msgs: [], rows: [], maybeStored: [] }
   let flushTimer: NodeJS.Timeout | null = null
   let flushing: Promise<void> = Promise.resolve()
@@ -143,8 +143,7 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
     if (ok === -1) throw new RedisLostError()
   })
 
-  async function processBatch(batch: JsMsg[], no: number, lane: Lane): Promise<void> {
-    const conn = lane.redis
+  async function processBatch(batch: JsMsg[], no: number, conn: Redis): Promise<void> {
     let marked = false
     metrics.batchSize.observe(batch.length)
     let rows: FactRow[]
@@ -158,7 +157,7 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
       handled.forEach((h, i) => h.pendingLive.forEach((id) => (live.get(id) ?? live.set(id, new Set()).get(id)!).add(rows[i].user_id)))
       if (live.size) await Promise.all([...live].map(([id, users]) => conn.sadd(keys.campaignLive(id), ...users)))
       // Board writes of the whole batch, one command per board (per user only the best score matters).
-      await lane.writeBoards(boards)
+      await writeBoards(conn, boards)
       marked = true
       await seqMark.done(no, Math.max(...batch.map((m) => m.seq)))
     } catch (err) {

@@ -76,10 +76,9 @@ export async function runCeiling(opts: {
     }
     // Like the aggregator's lanes: each batch in flight on its own connection (ioredis runs one
     // auto-pipeline at a time per connection).
-    const lanes = [redis, redis.duplicate()].map((conn) => {
-      defineUserStep(conn)
-      return { conn, write: createBoardWriter(conn) }
-    })
+    const write = createBoardWriter()
+    const lanes = [redis, redis.duplicate()]
+    for (const conn of lanes) defineUserStep(conn)
     const boardKeys = createBoardKeys(opts.tree)
     let counted = 0
     let writes = 0
@@ -94,7 +93,7 @@ export async function runCeiling(opts: {
     // As the aggregator does it: a batch's user steps all at once, then its board writes grouped by
     // board (one ZADD per board). Two batches in flight keep Redis busy while the client prepares.
     const batchSize = Math.max(1, Math.floor(opts.concurrency / 2))
-    const worker = async ({ conn, write }: (typeof lanes)[number]) => {
+    const worker = async (conn: Redis) => {
       while (nextIdx < evs.length && performance.now() < stopAt) {
         const from = nextIdx
         nextIdx = Math.min(evs.length, from + batchSize)
@@ -104,7 +103,7 @@ export async function runCeiling(opts: {
         ds.forEach((d, j) => addBoardWrites(groups, boardKeys, batch[j].user_id, d))
         counted += ds.filter((d) => d.decision === 'counted').length
         for (const g of groups.values()) writes += g.members.size
-        await write(groups)
+        await write(conn, groups)
         done += batch.length
         const t = performance.now()
         if (t - lastReport > 5000) {
@@ -114,7 +113,7 @@ export async function runCeiling(opts: {
       }
     }
     await Promise.all(lanes.map(worker))
-    lanes[1].conn.disconnect()
+    lanes[1].disconnect()
     const ms = performance.now() - t0
     const stats1 = await commandsProcessed(redis)
     return {
