@@ -67,14 +67,14 @@ export function dedupeWindow(maxAgeMs: number, maxFutureMs: number): DedupeWindo
   return { buckets, ttlSeconds: (buckets + 1) * 86400 }
 }
 
-/** 64-bit fingerprint of an event id: the dedupe field (8 bytes instead of the id). */
-export function fingerprint(id: string): Buffer {
-  return createHash('sha1').update(id).digest().subarray(0, 8)
-}
-
-/** The same fingerprint as 16 hex digits, as the user step takes it. */
+/** 64-bit fingerprint of an event id as 16 hex digits, as the user step takes it. */
 export function fingerprintHex(id: string): string {
   return createHash('sha1').update(id).digest('hex').slice(0, 16)
+}
+
+/** The same fingerprint as its 8 bytes: the dedupe field the user step stores (instead of the id). */
+export function fingerprint(id: string): Buffer {
+  return Buffer.from(fingerprintHex(id), 'hex')
 }
 
 declare module 'ioredis' {
