@@ -11,11 +11,12 @@ import { boardKey, unpackScore } from '../../core/scoring.ts'
 import { maskPhone } from '../../core/sms.ts'
 import { INST_ID, INSTITUTION_KINDS, InstConflict, nameKey, type Institution, type InstitutionStore } from '../../core/store/institutions.ts'
 import type { User, UserStore } from '../../core/store/users.ts'
-import { DAY_MS, isoDay, parseDay, periodRange, PERIODS, shanghaiIso, type Period } from '../../core/time.ts'
+import { DAY_MS, isoDay, parseDay, PERIODS, shanghaiIso, type Period } from '../../core/time.ts'
 import { accountOf, requireAccount, requireStaff, type AuthEnv, type Principal } from '../middleware/auth/index.ts'
 import { covers, mustCover } from '../middleware/scope/index.ts'
 import { errorResponses } from '../schemas.ts'
 import { rollupCounts } from './kpis.ts'
+import { periodOn } from './leaderboards.ts'
 
 /**
  * Institutions (机构入驻, seed 004: "科普员认证成功后，可在个人中心点击图标'机构入驻'。完善机构资料，上传营业执照照片，
@@ -498,13 +499,7 @@ export function mountInstitutions(app: OpenAPIHono<AuthEnv>, deps: InstitutionsD
     const p = c.get('principal')
     const q = c.req.valid('query')
     const i = await load(p, c.req.valid('param').id, (x) => mayManage(p, x))
-    let at = Date.now()
-    if (q.date !== undefined) {
-      const d = parseDay(q.date)
-      if (d === null) throw badRequest('date: must be a day YYYY-MM-DD')
-      at = d
-    }
-    const range = periodRange(q.period, at)
+    const range = periodOn(q.period, q.date)
     const after = q.after ? cursor.dec<[string]>(q.after, (v) => v.length === 1 && typeof v[0] === 'string')[0] : ''
     const [found, [{ n }]] = await Promise.all([
       rows<{ id: string; phone: string; real_name: string; region_code: string }>(

@@ -46,16 +46,18 @@ interface Board {
   institution: string | null
 }
 
+/** The period of a board query: the one holding `date` (a Shanghai day, YYYY-MM-DD), or now. */
+export function periodOn(period: Period, date: string | undefined): PeriodRange {
+  if (date === undefined) return periodRange(period, Date.now())
+  const d = parseDay(date)
+  if (d === null) throw badRequest('date: must be a day YYYY-MM-DD')
+  return periodRange(period, d)
+}
+
 function resolveBoard(q: z.infer<typeof BoardQuery>, tree: RegionTree): Board {
   if (q.region && q.institution) throw badRequest('give region or institution, not both')
   if (q.region && !tree.get(q.region)) throw notFound(`region ${q.region} is not a GB/T 2260 division`)
-  let at = Date.now()
-  if (q.date !== undefined) {
-    const d = parseDay(q.date)
-    if (d === null) throw badRequest('date: must be a day YYYY-MM-DD')
-    at = d
-  }
-  const range = periodRange(q.period, at)
+  const range = periodOn(q.period, q.date)
   const scope: BoardScope = q.institution ? { kind: 'institution', id: q.institution } : q.region ? { kind: 'region', code: q.region } : { kind: 'national' }
   return { key: boardKey(q.metric, scope, range.key), metric: q.metric, range, region: q.region ?? null, institution: q.institution ?? null }
 }
