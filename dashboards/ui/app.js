@@ -100,6 +100,26 @@ function context() {
   return ctx
 }
 
+/** One run at a time: a call during a run asks for one more run after it, while the view is alive. */
+function coalesced(ctx, run) {
+  let busy = false
+  let again = false
+  const load = async () => {
+    if (busy) return void (again = true)
+    busy = true
+    try {
+      await run()
+    } finally {
+      busy = false
+      if (again && ctx.alive) {
+        again = false
+        void load()
+      }
+    }
+  }
+  return load
+}
+
 function errorBox(e) {
   if (e instanceof ApiError && e.status === 403)
     return `<div class="error forbidden" role="alert" data-error="403"><b>无权查看（403）</b><p>该地区或单位不在您的管辖范围内，无法显示其数据。</p><a href="#/overview">返回我的辖区</a></div>`
@@ -414,11 +434,7 @@ async function renderLeaders(ctx, view, region, q) {
           )
           .join('')}</tbody></table></div>`
       : `<p class="empty">该时段暂无上榜科普员。</p>`
-  let busy = false
-  let again = false
-  const load = async () => {
-    if (busy) return void (again = true)
-    busy = true
+  const load = coalesced(ctx, async () => {
     try {
       if (mode.kind === 'top') {
         const after = cursors[cursors.length - 1]
@@ -456,14 +472,8 @@ async function renderLeaders(ctx, view, region, q) {
           void load()
         })
       } else view.innerHTML = errorBox(e)
-    } finally {
-      busy = false
-      if (again && ctx.alive) {
-        again = false
-        void load()
-      }
     }
-  }
+  })
   $('#next', view).addEventListener('click', (ev) => {
     const c = ev.currentTarget.dataset.cursor
     if (!c) return
@@ -768,12 +778,8 @@ async function renderCampaign(ctx, view, id, q) {
     c = next
     paintHead()
   }
-  let busy = false
-  let again = false
   let lastLoad = 0
-  const load = async () => {
-    if (busy) return void (again = true)
-    busy = true
+  const load = coalesced(ctx, async () => {
     lastLoad = Date.now()
     try {
       if (mode.kind === 'top') {
@@ -806,14 +812,8 @@ async function renderCampaign(ctx, view, id, q) {
         $('#standings', view).innerHTML = ''
         backTop()
       } else $('#standings', view).innerHTML = errorBox(e)
-    } finally {
-      busy = false
-      if (again && ctx.alive) {
-        again = false
-        void load()
-      }
     }
-  }
+  })
   $('#next', view).addEventListener('click', (ev) => {
     const cur = ev.currentTarget.dataset.cursor
     if (cur) (cursors.push(cur), void load())
