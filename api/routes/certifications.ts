@@ -11,8 +11,9 @@ import { CertConflict, type Certification, type CertificationStore } from '../..
 import { USER_KINDS, type UserStore } from '../../core/store/users.ts'
 import { parseInstant, shanghaiIso } from '../../core/time.ts'
 import { accountOf, requireAccount, requireStaff, type AuthEnv, type Principal } from '../middleware/auth/index.ts'
-import { covers, mustCover, type Target } from '../middleware/scope/index.ts'
+import { covers, type Target } from '../middleware/scope/index.ts'
 import { errorResponses } from '../schemas.ts'
+import { reviewFilter } from '../review-queue.ts'
 
 /**
  * 科普员 certification (seed 001: 姓名、省市区（到乡镇街道）、单位名称、科普员类型、所属机构（可不填）,
@@ -185,23 +186,7 @@ export function mountCertifications(app: OpenAPIHono<AuthEnv>, deps: Certificati
   app.openapi(queue, async (c) => {
     const q = c.req.valid('query')
     const p = c.get('principal')
-    const where = ['status = {status:String}']
-    const params: Record<string, unknown> = { status: q.status, limit: q.limit + 1 }
-    let region = q.region
-    if (p.kind === 'official' && 'region_code' in p.scope) region ??= p.scope.region_code
-    if (region) {
-      mustCover(p, { region_code: region })
-      where.push('startsWith(region_code, {region:String})')
-      params.region = region
-    }
-    if (p.kind === 'official' && 'institution_id' in p.scope) {
-      where.push('institution_id = {inst:String}')
-      params.inst = p.scope.institution_id
-    }
-    if (q.kind) {
-      where.push('kind = {kind:String}')
-      params.kind = q.kind
-    }
+    const { where, params } = reviewFilter(p, q, 'institution_id')
     if (q.older_than) {
       const d = /^(\d+)([hd])$/.exec(q.older_than)
       const before = d ? Date.now() - Number(d[1]) * (d[2] === 'h' ? 3600_000 : 86_400_000) : parseInstant(q.older_than)

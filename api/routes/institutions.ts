@@ -13,10 +13,11 @@ import { INST_ID, INSTITUTION_KINDS, InstConflict, nameKey, type Institution, ty
 import type { User, UserStore } from '../../core/store/users.ts'
 import { DAY_MS, isoDay, parseDay, PERIODS, shanghaiIso, type Period } from '../../core/time.ts'
 import { accountOf, requireAccount, requireStaff, type AuthEnv, type Principal } from '../middleware/auth/index.ts'
-import { covers, mustCover } from '../middleware/scope/index.ts'
+import { covers } from '../middleware/scope/index.ts'
 import { errorResponses } from '../schemas.ts'
 import { rollupCounts } from './kpis.ts'
 import { periodOn } from './leaderboards.ts'
+import { reviewFilter } from '../review-queue.ts'
 
 /**
  * Institutions (机构入驻, seed 004: "科普员认证成功后，可在个人中心点击图标'机构入驻'。完善机构资料，上传营业执照照片，
@@ -293,23 +294,7 @@ export function mountInstitutions(app: OpenAPIHono<AuthEnv>, deps: InstitutionsD
   app.openapi(queue, async (c) => {
     const q = c.req.valid('query')
     const p = c.get('principal')
-    const where = ['status = {status:String}']
-    const params: Record<string, unknown> = { status: q.status, limit: q.limit + 1 }
-    let region = q.region
-    if (p.kind === 'official' && 'region_code' in p.scope) region ??= p.scope.region_code
-    if (region) {
-      mustCover(p, { region_code: region })
-      where.push('startsWith(region_code, {region:String})')
-      params.region = region
-    }
-    if (p.kind === 'official' && 'institution_id' in p.scope) {
-      where.push('id = {inst:String}')
-      params.inst = p.scope.institution_id
-    }
-    if (q.kind) {
-      where.push('kind = {kind:String}')
-      params.kind = q.kind
-    }
+    const { where, params } = reviewFilter(p, q, 'id')
     if (q.q) {
       where.push('positionCaseInsensitiveUTF8(name, {q:String}) > 0')
       params.q = q.q
