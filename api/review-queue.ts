@@ -1,3 +1,5 @@
+import { z } from '@hono/zod-openapi'
+import { ApiError } from '../core/errors.ts'
 import type { Principal } from './middleware/auth/index.ts'
 import { mustCover } from './middleware/scope/index.ts'
 
@@ -30,4 +32,34 @@ export function reviewFilter(
     params.kind = q.kind
   }
   return { where, params }
+}
+
+export type ReviewAction = 'approve' | 'reject'
+
+/** The body of a decision: a rejection needs a reason the applicant sees; an approval may carry a note. */
+export const decisionBody = (action: ReviewAction) => ({
+  required: action === 'reject',
+  content: { 'application/json': { schema: z.object({ reason: action === 'reject' ? z.string().trim().min(1).max(200) : z.string().trim().max(200).default('') }) } },
+})
+
+/** Who decided, as stored on the record. */
+export const reviewerOf = (p: Principal) => (p.kind === 'operator' ? (p.officialId ?? 'admin') : p.kind === 'official' ? p.officialId : 'unknown')
+
+interface Reviewable {
+  status: 'pending' | 'approved' | 'rejected'
+  reason: string
+  reviewed_at: number | null
+  reviewer: string
+}
+
+/**
+ * The decision as a revision-checked store update applies it: deciding again the same way changes
+ * nothing (null), a record already decided the other way is a 409 with `decidedOtherwise` as its
+ * message, a pending one takes the decision, its reason, time and reviewer.
+ */
+export function decide<T extends Reviewable>(x: T, action: ReviewAction, reason: string, p: Principal, decidedOtherwise: string): T | null {
+  const status = action === 'approve' ? 'approved' : 'rejected'
+  if (x.status === status) return null
+  if (x.status !== 'pending') throw new ApiError(409, 'already_decided', decidedOtherwise)
+  return { ...x, status, reason, reviewed_at: Date.now(), reviewer: reviewerOf(p) }
 }

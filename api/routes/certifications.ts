@@ -13,7 +13,7 @@ import { parseInstant, shanghaiIso } from '../../core/time.ts'
 import { accountOf, requireAccount, requireStaff, type AuthEnv, type Principal } from '../middleware/auth/index.ts'
 import { covers, type Target } from '../middleware/scope/index.ts'
 import { errorResponses } from '../schemas.ts'
-import { reviewFilter } from '../review-queue.ts'
+import { decide, decisionBody, reviewFilter, type ReviewAction } from '../review-queue.ts'
 
 /**
  * 科普员 certification (seed 001: 姓名、省市区（到乡镇街道）、单位名称、科普员类型、所属机构（可不填）,
@@ -213,7 +213,7 @@ export function mountCertifications(app: OpenAPIHono<AuthEnv>, deps: Certificati
   })
   const mayReviewOrSee = (p: Principal, x: Certification) => covers(p, { region_code: x.region_code }) || (!!x.institution_id && covers(p, { institution_id: x.institution_id }))
 
-  const decide = (action: 'approve' | 'reject') =>
+  const decisionRoute = (action: ReviewAction) =>
     createRoute({
       method: 'post',
       path: `/v1/certifications/{id}/${action}`,
@@ -223,10 +223,7 @@ export function mountCertifications(app: OpenAPIHono<AuthEnv>, deps: Certificati
       middleware: [requireStaff()] as const,
       request: {
         params: z.object({ id: z.string().max(64) }),
-        body: {
-          required: action === 'reject',
-          content: { 'application/json': { schema: z.object({ reason: action === 'reject' ? z.string().trim().min(1).max(200) : z.string().trim().max(200).default('') }) } },
-        },
+        body: decisionBody(action),
       },
       responses: { 200: { description: 'Decided', content: { 'application/json': { schema: CertOut } } }, ...errorResponses(400, 401, 403, 404, 409, 503) },
     })
@@ -239,7 +236,6 @@ export function mountCertifications(app: OpenAPIHono<AuthEnv>, deps: Certificati
     if (accountOf(p)?.id === cert.account_id) throw forbidden('you cannot review your own application')
     return cert
   }
-  const reviewer = (p: Principal) => (p.kind === 'operator' ? (p.officialId ?? 'admin') : p.kind === 'official' ? p.officialId : 'unknown')
 
   /** The approval's effects; each idempotent, so approving an approved application again completes a crashed one. */
   async function certify(cert: Certification) {
@@ -255,18 +251,14 @@ export function mountCertifications(app: OpenAPIHono<AuthEnv>, deps: Certificati
     await deps.accounts.update(cert.account_id, (a) => (a.user_id === user.id && JSON.stringify(a.scope) === JSON.stringify(scope) ? null : { ...a, user_id: user.id, scope }))
   }
 
-  app.openapi(decide('approve'), async (c) => {
+  app.openapi(decisionRoute('approve'), async (c) => {
     const p = c.get('principal')
     const { id } = c.req.valid('param')
     const { reason } = c.req.valid('json') ?? { reason: '' }
     await load(p, id)
     let cert: Certification
     try {
-      cert = await deps.certifications.update(id, (x) => {
-        if (x.status === 'approved') return null
-        if (x.status === 'rejected') throw new ApiError(409, 'already_decided', 'the application was rejected; the applicant may apply again')
-        return { ...x, status: 'approved', reason: reason ?? '', reviewed_at: Date.now(), reviewer: reviewer(p) }
-      })
+      cert = await deps.certifications.update(id, (x) => decide(x, 'approve', reason ?? '', p, 'the application was rejected; the applicant may apply again'))
     } catch (e) {
       if (e instanceof CertConflict) throw new ApiError(409, 'conflict', e.message)
       throw e
@@ -276,18 +268,14 @@ export function mountCertifications(app: OpenAPIHono<AuthEnv>, deps: Certificati
     return c.json(out(cert, p), 200)
   })
 
-  app.openapi(decide('reject'), async (c) => {
+  app.openapi(decisionRoute('reject'), async (c) => {
     const p = c.get('principal')
     const { id } = c.req.valid('param')
     const { reason } = c.req.valid('json')
     await load(p, id)
     let cert: Certification
     try {
-      cert = await deps.certifications.update(id, (x) => {
-        if (x.status === 'rejected') return null
-        if (x.status === 'approved') throw new ApiError(409, 'already_decided', 'the application was approved')
-        return { ...x, status: 'rejected', reason, reviewed_at: Date.now(), reviewer: reviewer(p) }
-      })
+      cert = await deps.certifications.update(id, (x) => decide(x, 'reject', reason, p, 'the application was approved'))
     } catch (e) {
       if (e instanceof CertConflict) throw new ApiError(409, 'conflict', e.message)
       throw e

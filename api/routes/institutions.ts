@@ -17,7 +17,7 @@ import { covers } from '../middleware/scope/index.ts'
 import { errorResponses } from '../schemas.ts'
 import { rollupCounts } from './kpis.ts'
 import { periodOn } from './leaderboards.ts'
-import { reviewFilter } from '../review-queue.ts'
+import { decide, decisionBody, reviewFilter, type ReviewAction } from '../review-queue.ts'
 
 /**
  * Institutions (机构入驻, seed 004: "科普员认证成功后，可在个人中心点击图标'机构入驻'。完善机构资料，上传营业执照照片，
@@ -318,7 +318,7 @@ export function mountInstitutions(app: OpenAPIHono<AuthEnv>, deps: InstitutionsD
     return c.json({ entries: insts.map((i) => view(i, p)), next: found.length > q.limit && last ? cursor.enc(Number(last.ms), last.id) : null }, 200)
   })
 
-  const decide = (action: 'approve' | 'reject') =>
+  const decisionRoute = (action: ReviewAction) =>
     createRoute({
       method: 'post',
       path: `/v1/institutions/{id}/${action}`,
@@ -328,48 +328,39 @@ export function mountInstitutions(app: OpenAPIHono<AuthEnv>, deps: InstitutionsD
       middleware: [requireStaff()] as const,
       request: {
         params: ID_PARAM,
-        body: {
-          required: action === 'reject',
-          content: { 'application/json': { schema: z.object({ reason: action === 'reject' ? z.string().trim().min(1).max(200) : z.string().trim().max(200).default('') }) } },
-        },
+        body: decisionBody(action),
       },
       responses: { 200: { description: 'Decided', content: { 'application/json': { schema: InstOut } } }, ...errorResponses(400, 401, 403, 404, 409) },
     })
-  const reviewer = (p: Principal) => (p.kind === 'operator' ? (p.officialId ?? 'admin') : p.kind === 'official' ? p.officialId : 'unknown')
   const loadForReview = async (p: Principal, id: string) => {
     const i = await load(p, id, (x) => mayReview(p, x))
     if (isApplicant(p, i)) throw forbidden('you cannot review your own registration')
     return i
   }
 
-  app.openapi(decide('approve'), async (c) => {
+  app.openapi(decisionRoute('approve'), async (c) => {
     const p = c.get('principal')
     const { id } = c.req.valid('param')
     const reason = c.req.valid('json')?.reason ?? ''
     await loadForReview(p, id)
     const inst = await conflict(() =>
       deps.institutions.update(id, (x) => {
-        if (x.status === 'approved') return null
-        if (x.status === 'rejected') throw new ApiError(409, 'already_decided', 'the registration was rejected; the applicant may resubmit')
-        const admins = x.admins.includes(x.applicant_user) ? x.admins : [x.applicant_user, ...x.admins]
-        return { ...x, status: 'approved', reason, admins, reviewed_at: Date.now(), reviewer: reviewer(p) }
+        const d = decide(x, 'approve', reason, p, 'the registration was rejected; the applicant may resubmit')
+        // Its applicant becomes its first admin.
+        return d && (d.admins.includes(d.applicant_user) ? d : { ...d, admins: [d.applicant_user, ...d.admins] })
       }),
     )
     await mirror(inst)
     return c.json(view(inst, p), 200)
   })
 
-  app.openapi(decide('reject'), async (c) => {
+  app.openapi(decisionRoute('reject'), async (c) => {
     const p = c.get('principal')
     const { id } = c.req.valid('param')
     const { reason } = c.req.valid('json')
     await loadForReview(p, id)
     const inst = await conflict(() =>
-      deps.institutions.update(id, (x) => {
-        if (x.status === 'rejected') return null
-        if (x.status === 'approved') throw new ApiError(409, 'already_decided', 'the registration was approved')
-        return { ...x, status: 'rejected', reason, reviewed_at: Date.now(), reviewer: reviewer(p) }
-      }),
+      deps.institutions.update(id, (x) => decide(x, 'reject', reason, p, 'the registration was approved')),
     )
     // Idempotent, so a retry after a crash here gives the name back too.
     await deps.institutions.releaseName(inst.id, inst.name, inst.region_code)
