@@ -1,11 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { campaignProblems, prizeOf } from '../core/store/campaigns.ts'
+import { createOfficial } from '../test/accounts.ts'
 import { startStack, type Stack } from '../test/stack.ts'
 
 /** Campaign records: create (validated, within scope), read, list with filters, edit before start, cancel. */
 let s: Stack
 const tok: Record<string, string> = {}
-const PW = 'Camp12345'
 const DAY = 86_400_000
 const TIERS = [{ from_rank: 1, to_rank: 10, prize: '一等奖' }, { from_rank: 11, to_rank: 30, prize: '二等奖' }, { from_rank: 31, to_rank: 100, prize: '三等奖' }]
 
@@ -13,8 +13,7 @@ beforeAll(async () => {
   s = await startStack()
   tok.app = await s.createAppKey()
   for (const [name, phone, scope] of [['city', '15100000001', { region_code: '4306' }], ['county', '15100000002', { region_code: '430623' }], ['neighbour', '15100000003', { region_code: '430624' }]] as const) {
-    expect((await s.call('POST', '/v1/officials', { body: { phone, password: PW, name, scope } })).status).toBe(201)
-    tok[name] = (await s.call('POST', '/v1/auth/login', { token: null, body: { phone, password: PW } })).json.token
+    tok[name] = await createOfficial(s, { phone, name, scope })
   }
 })
 afterAll(async () => s?.stop())

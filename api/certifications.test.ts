@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { isoDay } from '../core/time.ts'
-import { login, registerAccount } from '../test/accounts.ts'
+import { createOfficial, login, registerAccount } from '../test/accounts.ts'
 import { share, startStack, type Stack } from '../test/stack.ts'
 
 /**
@@ -10,7 +10,6 @@ import { share, startStack, type Stack } from '../test/stack.ts'
  */
 let s: Stack
 const tok: Record<string, string> = {}
-const PW = 'Review123'
 const TOWN = '430623110'
 const today = isoDay(Date.now())
 
@@ -18,8 +17,7 @@ beforeAll(async () => {
   s = await startStack({ SMS_SENDER: 'memory' })
   tok.app = await s.createAppKey()
   for (const [name, phone, region] of [['county', '15100000001', '430623'], ['town', '15100000002', TOWN], ['neighbour', '15100000003', '430624']]) {
-    expect((await s.call('POST', '/v1/officials', { body: { phone, password: PW, name, scope: { region_code: region } } })).status).toBe(201)
-    tok[name] = (await login(s, phone, PW)).token
+    tok[name] = await createOfficial(s, { phone, name, scope: { region_code: region } })
   }
   // Someone already certified in the town, so the count starts above zero.
   await s.importUsers([{ id: 'old', phone: '13300000001', real_name: '老员', region_code: TOWN, certified_at: '2020-01-01' }])

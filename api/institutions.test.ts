@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { isoDay } from '../core/time.ts'
-import { login, registerAccount } from '../test/accounts.ts'
+import { createOfficial, registerAccount } from '../test/accounts.ts'
 import { bodyWithoutRequestId, share, startStack, type Stack } from '../test/stack.ts'
 
 /**
@@ -12,7 +12,6 @@ import { bodyWithoutRequestId, share, startStack, type Stack } from '../test/sta
 let s: Stack
 const tok: Record<string, string> = {}
 const acct: Record<string, { id: string; user_id: string; token: string }> = {}
-const PW = 'Review123'
 const TOWN = '430623110'
 const today = isoDay(Date.now())
 
@@ -20,8 +19,7 @@ beforeAll(async () => {
   s = await startStack({ SMS_SENDER: 'memory' })
   tok.app = await s.createAppKey()
   for (const [name, phone, region] of [['county', '15200000001', '430623'], ['town', '15200000002', TOWN], ['neighbour', '15200000003', '430624']]) {
-    expect((await s.call('POST', '/v1/officials', { body: { phone, password: PW, name, scope: { region_code: region } } })).status).toBe(201)
-    tok[name] = (await login(s, phone, PW)).token
+    tok[name] = await createOfficial(s, { phone, name, scope: { region_code: region } })
   }
   // Certified communicators (on a roster) with app accounts, and one account not certified.
   await s.importUsers([

@@ -3,6 +3,7 @@ import { OpenAPIHono } from '@hono/zod-openapi'
 import type { Server } from 'node:http'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { SUBJECT_LIVE, type LiveNotice } from '../core/stream.ts'
+import { createOfficial } from '../test/accounts.ts'
 import { share, startStack, type Stack } from '../test/stack.ts'
 import type { AuthEnv } from './middleware/auth/index.ts'
 import { mountLive, touches } from './routes/live.ts'
@@ -17,13 +18,7 @@ let county: string // token of an official of 华容县
 let neighbour: string // token of an official of the neighbouring 岳阳县
 const TOWN = '430623110' // 插旗镇, 华容县
 
-async function login(phone: string, region: string) {
-  const password = 'Passw0rd-live'
-  expect((await s.call('POST', '/v1/officials', { body: { phone, password, name: `官员${region}`, scope: { region_code: region } } })).status).toBe(201)
-  const r = await s.call('POST', '/v1/auth/login', { token: null, body: { phone, password } })
-  expect(r.status).toBe(200)
-  return r.json.token as string
-}
+const login = (phone: string, region: string) => createOfficial(s, { phone, name: `官员${region}`, scope: { region_code: region } })
 
 beforeAll(async () => {
   s = await startStack()

@@ -1,12 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createOfficial } from '../test/accounts.ts'
 import { startStack, type Stack } from '../test/stack.ts'
 
 let s: Stack
 let county: string
 beforeAll(async () => {
   s = await startStack()
-  expect((await s.call('POST', '/v1/officials', { body: { phone: '15100000001', password: 'Popul1234', name: '华容县科协', scope: { region_code: '430623' } } })).status).toBe(201)
-  county = (await s.call('POST', '/v1/auth/login', { token: null, body: { phone: '15100000001', password: 'Popul1234' } })).json.token
+  county = await createOfficial(s, { phone: '15100000001', name: '华容县科协', scope: { region_code: '430623' } })
 })
 afterAll(async () => s?.stop())
 

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { isoDay } from '../core/time.ts'
+import { createOfficial } from '../test/accounts.ts'
 import { share, startStack, type Stack } from '../test/stack.ts'
 
 /**
@@ -51,10 +52,7 @@ describe('recognition lists', () => {
     expect(csv.text).not.toMatch(/1360000\d{4}/)
   })
   it('checks scope and input', async () => {
-    const login = async (phone: string, scope: Record<string, string>) => {
-      expect((await s.call('POST', '/v1/officials', { body: { phone, password: 'Recog1234', name: 'n', scope } })).status).toBe(201)
-      return (await s.call('POST', '/v1/auth/login', { token: null, body: { phone, password: 'Recog1234' } })).json.token as string
-    }
+    const login = (phone: string, scope: Record<string, string>) => createOfficial(s, { phone, name: 'n', scope })
     const neighbour = await login('15200000001', { region_code: '430624' })
     expect((await s.call('GET', `/v1/recognitions/communicators?region=430623&from=${day}&to=${day}`, { token: neighbour })).status).toBe(403)
     expect((await s.call('GET', `/v1/recognitions/institutions?region=430623&from=${day}&to=${day}`, { token: key })).status).toBe(403)

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ADMIN, bodyWithoutRequestId, share, startStack, type Stack } from '../test/stack.ts'
-import { login, registerAccount } from '../test/accounts.ts'
+import { createOfficial, login, registerAccount } from '../test/accounts.ts'
 
 /**
  * The scope matrix: every route that exists × every kind of caller × inside / outside her scope.
@@ -31,11 +31,7 @@ beforeAll(async () => {
     ['operator', '15000000005', { role: 'operator' }],
   ]
   for (const [name, phone, extra] of officials) {
-    const r = await s.call('POST', '/v1/officials', { body: { phone, password: PW, name: `测试${name}`, ...extra } })
-    expect(r.status, name).toBe(201)
-    const login = await s.call('POST', '/v1/auth/login', { token: null, body: { phone, password: PW } })
-    expect(login.status, name).toBe(200)
-    tok[name] = login.json.token
+    tok[name] = await createOfficial(s, { phone, name: `测试${name}`, password: PW, ...extra })
   }
   // A campaign in her county (running) and one next door, for the campaign routes.
   const window = { starts_at: Date.now() - 86_400_000, ends_at: Date.now() + 86_400_000 }

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { isoDay } from '../core/time.ts'
+import { createOfficial } from '../test/accounts.ts'
 import { share, startStack, type Stack } from '../test/stack.ts'
 
 /** Seed 003: 插旗镇 (430623110) sets 2021-style targets for its units (villages as institutions). */
@@ -10,8 +11,7 @@ const YEAR = Number(isoDay(Date.now()).slice(0, 4))
 beforeAll(async () => {
   s = await startStack()
   for (const [name, phone, scope] of [['town', '15600000001', '430623110'], ['county', '15600000002', '430623'], ['neighbour', '15600000003', '430624']] as const) {
-    expect((await s.call('POST', '/v1/officials', { body: { phone, password: 'Tasks1234', name, scope: { region_code: scope } } })).status).toBe(201)
-    tok[name] = (await s.call('POST', '/v1/auth/login', { token: null, body: { phone, password: 'Tasks1234' } })).json.token
+    tok[name] = await createOfficial(s, { phone, name, scope: { region_code: scope } })
   }
   const key = await s.createAppKey()
   await s.importUsers([1, 2, 3].map((i) => ({ id: `tf${i}`, phone: `1370000100${i}`, real_name: `同福${i}`, region_code: '430623110', institution_id: 'tongfu', certified_at: Date.now() - 60_000 })))

@@ -19,3 +19,15 @@ export async function login(s: Stack, phone: string, password = 'Passw0rd'): Pro
   if (r.status !== 200) throw new Error(`login: ${r.status} ${r.text}`)
   return r.json
 }
+
+/** An official (科协 staff) created with the admin token, then logged in: returns her token. */
+export async function createOfficial(
+  s: Stack,
+  o: { phone: string; name: string; scope?: Record<string, string>; role?: 'operator'; password?: string },
+): Promise<string> {
+  const password = o.password ?? 'Official123'
+  const { phone, name, scope, role } = o
+  const r = await s.call('POST', '/v1/officials', { body: { phone, password, name, ...(scope && { scope }), ...(role && { role }) } })
+  if (r.status !== 201) throw new Error(`official ${name}: ${r.status} ${r.text}`)
+  return (await login(s, phone, password)).token
+}
