@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import type { KV } from '@nats-io/kv'
+import { createKvRecords, isRevisionConflict } from './kv-records.ts'
 import { hashPassword } from './officials.ts'
 
 /**
@@ -52,11 +53,10 @@ const dec = new TextDecoder()
 export const newAccountId = () => 'a' + randomBytes(9).toString('hex')
 
 export function createAccountStore(kv: KV): AccountStore {
-  async function read(id: string) {
-    if (!/^[A-Za-z0-9_-]{1,64}$/.test(id)) return null
-    const e = await kv.get(`a.${id}`)
-    return e && e.operation === 'PUT' && e.value.length ? { a: JSON.parse(dec.decode(e.value)) as Account, rev: e.revision } : null
-  }
+  const records = createKvRecords<Account>(kv, 'a', {
+    missing: () => new AccountConflict('conflict', 'no such account'),
+    conflict: () => new AccountConflict('conflict', 'account was changed concurrently; retry'),
+  })
   return {
     async create(input) {
       const id = newAccountId()
@@ -75,38 +75,24 @@ export function createAccountStore(kv: KV): AccountStore {
         updated_at: now,
         password_changed_at: now,
       }
-      await kv.create(`a.${id}`, enc.encode(JSON.stringify(account)))
+      await records.create(id, account)
       try {
         await kv.create(`p.${input.phone}`, enc.encode(id))
-      } catch {
+      } catch (err) {
         await kv.delete(`a.${id}`).catch(() => {})
+        if (!isRevisionConflict(err)) throw err
         throw new AccountConflict('phone_taken', 'an account with this phone number exists')
       }
       return account
     },
-    async get(id) {
-      return (await read(id))?.a ?? null
-    },
+    get: records.get,
     async byPhone(phone) {
       const e = await kv.get(`p.${phone}`)
       if (!e || e.operation !== 'PUT' || !e.value.length) return null
-      return (await read(dec.decode(e.value)))?.a ?? null
+      return records.get(dec.decode(e.value))
     },
     async update(id, change) {
-      for (let attempt = 0; attempt < 5; attempt++) {
-        const cur = await read(id)
-        if (!cur) throw new AccountConflict('conflict', 'no such account')
-        const next = change(structuredClone(cur.a))
-        if (!next) return cur.a
-        next.updated_at = Date.now()
-        try {
-          await kv.update(`a.${id}`, enc.encode(JSON.stringify(next)), cur.rev)
-          return next
-        } catch {
-          continue
-        }
-      }
-      throw new AccountConflict('conflict', 'account was changed concurrently; retry')
+      return (await records.update(id, change)).after
     },
   }
 }

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto'
 import type { KV } from '@nats-io/kv'
 import { z } from 'zod'
 import { listKeys } from './kv-keys.ts'
+import { createKvRecords } from './kv-records.ts'
 
 /**
  * Campaigns (share competitions, seed 003): durable in NATS KV (bucket `campaigns`, key `c.<id>`),
@@ -96,15 +97,12 @@ export interface CampaignStore {
 }
 
 const enc = new TextEncoder()
-const dec = new TextDecoder()
-const ID = /^[A-Za-z0-9_-]{1,64}$/
 
 export function createCampaignStore(kv: KV): CampaignStore {
-  async function read(id: string) {
-    if (!ID.test(id)) return null
-    const e = await kv.get(`c.${id}`)
-    return e && e.operation === 'PUT' && e.value.length ? { c: JSON.parse(dec.decode(e.value)) as Campaign, rev: e.revision } : null
-  }
+  const records = createKvRecords<Campaign>(kv, 'c', {
+    missing: () => new CampaignConflict('no such campaign'),
+    conflict: () => new CampaignConflict('campaign was changed concurrently; retry'),
+  })
   async function bump() {
     await kv.put('m.epoch', enc.encode(String(Date.now())))
   }
@@ -119,33 +117,23 @@ export function createCampaignStore(kv: KV): CampaignStore {
         ...input, id: 'cp' + randomBytes(8).toString('hex'), created_at: now, updated_at: now, cancelled_at: null, settled_at: null,
         cutoff_at: input.ends_at + input.grace_seconds * 1000, barrier_seq: null, backfilled_at: null, lease: null,
       }
-      await kv.create(`c.${c.id}`, enc.encode(JSON.stringify(c)))
+      await records.create(c.id, c)
       await bump()
       return c
     },
-    async get(id) {
-      return (await read(id))?.c ?? null
-    },
+    get: records.get,
     async update(id, change) {
-      for (let attempt = 0; attempt < 5; attempt++) {
-        const cur = await read(id)
-        if (!cur) throw new CampaignConflict('no such campaign')
-        const changed = change(cur.c)
-        if (changed === cur.c) return cur.c // nothing to change
-        const next = { ...changed, id, updated_at: Date.now() }
-        try {
-          await kv.update(`c.${id}`, enc.encode(JSON.stringify(next)), cur.rev)
-          await bump()
-          return next
-        } catch {
-          continue // changed in between: apply the change to the newer record
-        }
-      }
-      throw new CampaignConflict('campaign was changed concurrently; retry')
+      // `change` returns the campaign it was given for no change.
+      const { before, after } = await records.update(id, (c) => {
+        const changed = change(c)
+        return changed === c ? null : { ...changed, id }
+      })
+      if (after !== before) await bump()
+      return after
     },
     async list() {
-      const got = await Promise.all((await listKeys(kv, 'c.*')).map((k) => kv.get(k)))
-      return got.flatMap((e) => (e && e.operation === 'PUT' && e.value.length ? [JSON.parse(dec.decode(e.value)) as Campaign] : [])).sort((a, b) => b.created_at - a.created_at || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+      const got = await Promise.all((await listKeys(kv, 'c.*')).map((k) => records.get(k.slice(2))))
+      return got.filter((c) => c !== null).sort((a, b) => b.created_at - a.created_at || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
     },
   }
 }

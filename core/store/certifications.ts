@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import type { KV } from '@nats-io/kv'
+import { createKvRecords } from './kv-records.ts'
 
 /**
  * 科普员 certification applications, durable in NATS KV (bucket `certifications`, `c.<id>`). One
@@ -37,40 +38,21 @@ export interface CertificationStore {
   update(id: string, change: (c: Certification) => Certification | null): Promise<Certification>
 }
 
-const enc = new TextEncoder()
-const dec = new TextDecoder()
-
 export function createCertificationStore(kv: KV): CertificationStore {
-  async function read(id: string) {
-    if (!/^[A-Za-z0-9_-]{1,64}$/.test(id)) return null
-    const e = await kv.get(`c.${id}`)
-    return e && e.operation === 'PUT' && e.value.length ? { c: JSON.parse(dec.decode(e.value)) as Certification, rev: e.revision } : null
-  }
+  const records = createKvRecords<Certification>(kv, 'c', {
+    missing: () => new CertConflict('no such certification'),
+    conflict: () => new CertConflict('certification was changed concurrently; retry'),
+  })
   return {
     async create(input) {
       const now = Date.now()
       const c: Certification = { ...input, id: 'cert_' + randomBytes(8).toString('hex'), status: 'pending', reason: '', submitted_at: now, reviewed_at: null, reviewer: '', updated_at: now }
-      await kv.create(`c.${c.id}`, enc.encode(JSON.stringify(c)))
+      await records.create(c.id, c)
       return c
     },
-    async get(id) {
-      return (await read(id))?.c ?? null
-    },
+    get: records.get,
     async update(id, change) {
-      for (let attempt = 0; attempt < 5; attempt++) {
-        const cur = await read(id)
-        if (!cur) throw new CertConflict('no such certification')
-        const next = change(structuredClone(cur.c))
-        if (!next) return cur.c
-        next.updated_at = Date.now()
-        try {
-          await kv.update(`c.${id}`, enc.encode(JSON.stringify(next)), cur.rev)
-          return next
-        } catch {
-          continue
-        }
-      }
-      throw new CertConflict('certification was changed concurrently; retry')
+      return (await records.update(id, change)).after
     },
   }
 }

@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto'
 import type { KV } from '@nats-io/kv'
+import { createKvRecords, isRevisionConflict } from './kv-records.ts'
 
 /**
  * Institutions (机构入驻, seeds 001/004: a certified 科普员 registers her unit — name, address, kind,
@@ -69,11 +70,12 @@ export function normaliseName(name: string): string {
 export const nameKey = (name: string, region: string) => `n.${region}.${createHash('sha256').update(normaliseName(name)).digest('hex').slice(0, 40)}`
 
 export function createInstitutionStore(kv: KV): InstitutionStore {
-  async function read(id: string) {
-    if (!INST_ID.test(id)) return null
-    const e = await kv.get(`i.${id}`)
-    return e && e.operation === 'PUT' && e.value.length ? { i: JSON.parse(dec.decode(e.value)) as Institution, rev: e.revision } : null
-  }
+  const records = createKvRecords<Institution>(
+    kv,
+    'i',
+    { missing: () => new InstConflict('missing', 'no such institution'), conflict: () => new InstConflict('conflict', 'institution was changed concurrently; retry') },
+    INST_ID,
+  )
   async function claimName(id: string, name: string, region: string) {
     const key = nameKey(name, region)
     for (let attempt = 0; attempt < 5; attempt++) {
@@ -90,7 +92,7 @@ export function createInstitutionStore(kv: KV): InstitutionStore {
       }
       const owner = dec.decode(e.value)
       if (owner === id) return
-      const holder = (await read(owner))?.i
+      const holder = await records.get(owner)
       // A holder whose record names something else has been renamed (or is being renamed: a
       // resubmission claims the new name just before it writes the record, so give it a minute).
       const stale = !holder || holder.status === 'rejected' || (nameKey(holder.name, holder.region_code) !== key && Date.now() - holder.updated_at > 60_000)
@@ -98,8 +100,8 @@ export function createInstitutionStore(kv: KV): InstitutionStore {
       try {
         await kv.update(key, enc.encode(id), e.revision)
         return
-      } catch {
-        continue
+      } catch (err) {
+        if (!isRevisionConflict(err)) throw err
       }
     }
     throw new InstConflict('conflict', 'the name was claimed concurrently; retry')
@@ -123,7 +125,7 @@ export function createInstitutionStore(kv: KV): InstitutionStore {
       }
       // The record first, then the name: a crash in between leaves an unreachable record, never a
       // name held by nothing.
-      await kv.create(`i.${inst.id}`, enc.encode(JSON.stringify(inst)))
+      await records.create(inst.id, inst)
       try {
         await claimName(inst.id, inst.name, inst.region_code)
       } catch (e) {
@@ -132,24 +134,9 @@ export function createInstitutionStore(kv: KV): InstitutionStore {
       }
       return inst
     },
-    async get(id) {
-      return (await read(id))?.i ?? null
-    },
+    get: records.get,
     async update(id, change) {
-      for (let attempt = 0; attempt < 5; attempt++) {
-        const cur = await read(id)
-        if (!cur) throw new InstConflict('missing', 'no such institution')
-        const next = change(structuredClone(cur.i))
-        if (!next) return cur.i
-        next.updated_at = Date.now()
-        try {
-          await kv.update(`i.${id}`, enc.encode(JSON.stringify(next)), cur.rev)
-          return next
-        } catch {
-          continue
-        }
-      }
-      throw new InstConflict('conflict', 'institution was changed concurrently; retry')
+      return (await records.update(id, change)).after
     },
     claimName,
     releaseName,

@@ -1,5 +1,6 @@
 import { randomBytes, scrypt as scryptCb, timingSafeEqual, type ScryptOptions } from 'node:crypto'
 import type { KV } from '@nats-io/kv'
+import { isRevisionConflict } from './kv-records.ts'
 
 /**
  * Officials and operators, durable in NATS KV (bucket `officials`): `o.<id>` the account,
@@ -57,7 +58,8 @@ export function createOfficialStore(kv: KV): OfficialStore {
       const id = 'off_' + randomBytes(8).toString('hex')
       try {
         await kv.create(`p.${input.phone}`, enc.encode(id))
-      } catch {
+      } catch (err) {
+        if (!isRevisionConflict(err)) throw err
         throw new OfficialConflict('an account with this phone number exists')
       }
       const { password, ...rest } = input

@@ -3,6 +3,7 @@ import type { KV } from '@nats-io/kv'
 import { z } from 'zod'
 import { USER_ID } from '../events.ts'
 import { listKeys } from './kv-keys.ts'
+import { isRevisionConflict } from './kv-records.ts'
 
 /**
  * Communicators, durable in NATS JetStream KV (bucket `users`): `u.<id>` holds the profile and
@@ -68,8 +69,9 @@ function createIndexAllocator(kv: KV) {
       try {
         if (e) await kv.update('m.ix', enc.encode(String(cur + IX_BLOCK)), e.revision)
         else await kv.create('m.ix', enc.encode(String(IX_BLOCK)))
-      } catch {
-        continue // another process reserved a block in between
+      } catch (err) {
+        if (isRevisionConflict(err)) continue // another process reserved a block in between
+        throw err
       }
       next = cur + 1
       end = cur + IX_BLOCK
@@ -124,8 +126,9 @@ export function createUserStore(kv: KV): UserStore {
         try {
           if (existing) await kv.update(`u.${id}`, json(user), existing.rev)
           else await kv.create(`u.${id}`, json(user))
-        } catch {
-          continue // someone else wrote in between: read again and retry
+        } catch (err) {
+          if (isRevisionConflict(err)) continue // someone else wrote in between: read again and retry
+          throw err
         }
         if (existing && existing.user.phone !== input.phone) {
           const owner = await ownerOfPhone(existing.user.phone)
