@@ -143,6 +143,10 @@ describe('POST /v1/events — NATS down', () => {
     const ready = await s.call('GET', '/readyz', { token: null })
     expect(ready.status).toBe(503)
     expect(ready.json.down).toContain('nats')
+    // Beyond ingest: a read from a NATS KV store says so too (503, not 500).
+    const kvRead = await s.call('GET', '/v1/campaigns/cp0000000000000000') // after the JetStream request timeout (5 s)
+    expect(kvRead.status, kvRead.text).toBe(503)
+    expect(kvRead.json.error).toMatchObject({ code: 'unavailable', message: 'nats is unavailable; retry later' })
 
     // Bring the same server back (same data dir and port); the client reconnects. The status
     // iterator is taken first so that no reconnect notice can slip by unseen.

@@ -1,16 +1,52 @@
 import type { Context } from 'hono'
 import { HTTPException } from 'hono/http-exception'
+import {
+  ClosedConnectionError,
+  ConnectionError,
+  DrainingConnectionError,
+  NoRespondersError,
+  RequestError,
+  TimeoutError,
+} from '@nats-io/nats-core'
 import type { Logger } from 'pino'
-import { ApiError } from '../../../core/errors.ts'
+import { ApiError, unavailable } from '../../../core/errors.ts'
 
-/** Maps every failure to the documented envelope {error: {code, message, request_id}}. */
+/**
+ * The dependency a failure says is down, or null: a NATS connection or request failure, or Redis
+ * commands that gave up (retries exhausted, connection closed). Looks through `cause` chains.
+ */
+export function downDependency(err: unknown): 'nats' | 'redis' | null {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    if (
+      e instanceof ConnectionError ||
+      e instanceof ClosedConnectionError ||
+      e instanceof DrainingConnectionError ||
+      e instanceof TimeoutError ||
+      e instanceof NoRespondersError ||
+      e instanceof RequestError
+    ) return 'nats'
+    // ioredis: MaxRetriesPerRequestError (not exported by name), and its CONNECTION_CLOSED_ERROR_MSG.
+    if (e.name === 'MaxRetriesPerRequestError' || e.message === 'Connection is closed.') return 'redis'
+  }
+  return null
+}
+
+/**
+ * Maps every failure to the documented envelope {error: {code, message, request_id}}: API errors as
+ * they are, a dependency that is down as 503 with Retry-After (the client should retry), anything
+ * else as 500 with the stack in the log.
+ */
 export function errorHandler(log: Logger) {
   return (err: Error, c: Context) => {
     const request_id = (c.get('requestId') as string | undefined) ?? ''
     let e: ApiError
+    let dependency: ReturnType<typeof downDependency>
     if (err instanceof ApiError) e = err
     else if (err instanceof HTTPException) e = new ApiError(err.status as ApiError['status'], err.status === 413 ? 'payload_too_large' : 'http_error', err.message || 'request failed')
-    else {
+    else if ((dependency = downDependency(err))) {
+      log.warn({ err: String(err), dependency, request_id }, 'dependency unavailable; answering 503')
+      e = unavailable(dependency)
+    } else {
       log.error({ err: String(err), stack: err.stack, request_id }, 'unhandled error')
       e = new ApiError(500, 'internal', 'internal error')
     }
