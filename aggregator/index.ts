@@ -45,9 +45,14 @@ export interface Aggregator {
   jobs: CampaignJobs
 }
 
-/** Max stream sequence applied to Redis; returns -1 when the key is gone (Redis lost its state). */
+/**
+ * Max stream sequence applied to Redis (ARGV[1]). Returns -1 when the key is gone (Redis came back
+ * empty) and -2 when it is below ARGV[2], a mark this process has seen in Redis (Redis came back
+ * from an older snapshot, or was rebuilt under it): either way effects it vouched for are lost.
+ */
 const ADVANCE_SEQ = `local c = redis.call('GET', KEYS[1])
 if not c then return -1 end
+if tonumber(c) < tonumber(ARGV[2]) then return -2 end
 if tonumber(ARGV[1]) > tonumber(c) then redis.call('SET', KEYS[1], ARGV[1]) end
 return 1`
 
@@ -107,7 +112,8 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
   let flushTimer: NodeJS.Timeout | null = null
   let flushing: Promise<void> = Promise.resolve()
   let lagTimer: NodeJS.Timeout | null = null
-  let redisLost = false
+  /** Why Redis is known to have lost state (counting pauses until it is rebuilt), or null. */
+  let redisLost: string | null = null
   let naks = 0
 
   function decode(m: JsMsg): StreamMessage {
@@ -138,9 +144,16 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
 
   /** m:seq in batch order (see createSeqMark); each batch is numbered when it starts. */
   let started = 0
+  /** The highest m:seq this process has seen in Redis: m:seq never goes back unless Redis lost writes. */
+  let seenMark = 0
+  const learnMark = async () => {
+    seenMark = Number((await redis.get(keys.seq)) ?? 0)
+  }
   const seqMark = createSeqMark(async (mark) => {
-    const ok = (await redis.eval(ADVANCE_SEQ, 1, keys.seq, mark)) as number
-    if (ok === -1) throw new RedisLostError()
+    const ok = (await redis.eval(ADVANCE_SEQ, 1, keys.seq, mark, seenMark)) as number
+    if (ok === -1) throw new RedisLostError('m:seq is gone: Redis came back empty')
+    if (ok === -2) throw new RedisLostError(`m:seq went back below ${seenMark}: Redis came back from an older snapshot`)
+    seenMark = Math.max(seenMark, mark)
   })
 
   async function processBatch(batch: JsMsg[], no: number, conn: Redis): Promise<void> {
@@ -163,9 +176,9 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
     } catch (err) {
       // A failed batch must not hold the mark back: its messages come again in later batches.
       if (!marked) void seqMark.done(no, -1).catch(() => {})
-      if (err instanceof RedisLostError) redisLost = true
+      if (err instanceof RedisLostError) redisLost ??= err.message
       naks++
-      log.error({ err: String(err), messages: batch.length }, 'processing failed; messages will be redelivered')
+      if (!(err instanceof RedisLostError)) log.error({ err: String(err), messages: batch.length }, 'processing failed; messages will be redelivered')
       const delay = Math.min(5000, 250 * naks)
       for (const m of batch) m.nak(delay)
       if (redisLost) void recoverRedis()
@@ -287,10 +300,11 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
   let recovering: Promise<void> | null = null
   function recoverRedis(): Promise<void> {
     recovering ??= (async () => {
-      log.warn('Redis lost its state: rebuilding from ClickHouse facts before counting resumes')
+      log.warn({ reason: redisLost }, 'Redis lost its state: rebuilding from ClickHouse facts before counting resumes')
       await drain()
       await rebuildRedis({ redis, ch, users: deps.users, tree, win, log, campaigns: deps.campaigns })
-      redisLost = false
+      await learnMark()
+      redisLost = null
       await resume()
     })().finally(() => (recovering = null))
     return recovering
@@ -316,6 +330,7 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
         log.warn({ reason: stale }, 'Redis is empty or stale: rebuilding from ClickHouse facts before counting')
         await rebuildRedis({ redis, ch, users: deps.users, tree, win, log, campaigns: deps.campaigns })
       }
+      await learnMark()
       openLanes()
       await resume()
       lagTimer = setInterval(() => void updateLag(), 5000)
@@ -333,13 +348,10 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
     async rebuild() {
       await drain()
       await rebuildRedis({ redis, ch, users: deps.users, tree, win, log, campaigns: deps.campaigns })
+      await learnMark()
       await resume()
     },
   }
 }
 
-class RedisLostError extends Error {
-  constructor() {
-    super('Redis lost its state (m:seq is gone)')
-  }
-}
+class RedisLostError extends Error {}
