@@ -134,10 +134,20 @@ export async function startStack(env: Record<string, string> = {}): Promise<Stac
       service = await startService(config, deps)
     },
     async stop() {
-      await service.stop()
-      await deps.close()
-      await Promise.all([redisServer.stop(), natsServer.stop()])
-      rmSync(dir, { recursive: true, force: true })
+      // The servers stop even when the service cannot, or not in time (a test that failed with NATS
+      // down, say): like main.ts's shutdown timeout, so no redis-server or nats-server is left behind.
+      let timer: NodeJS.Timeout | undefined
+      const graceful = (async () => {
+        await service.stop()
+        await deps.close()
+      })()
+      try {
+        await Promise.race([graceful, new Promise((_, reject) => (timer = setTimeout(() => reject(new Error('stack: graceful stop took over 20 s')), 20_000)))])
+      } finally {
+        clearTimeout(timer)
+        await Promise.all([redisServer.stop(), natsServer.stop()])
+        rmSync(dir, { recursive: true, force: true })
+      }
     },
   }
   return stack
