@@ -217,6 +217,21 @@ describe('search, join, members', () => {
     expect((await s.call('GET', `/v1/institutions/${instId}/members?period=day`, { token: acct.m2.token })).status).toBe(200)
     expect((await s.call('GET', '/v1/me/institutions', { token: acct.m2.token })).json.entries.map((e: any) => e.id)).toContain(instId)
 
+    // Admins step down; the last one cannot, and only managers may remove one.
+    const admins = (u: string, t: string) => s.call('DELETE', `/v1/institutions/${instId}/admins/${u}`, { token: t })
+    expect((await admins('boss', acct.m1.token)).status).toBe(403)
+    expect((await admins('boss', tok.neighbour)).status).toBe(403)
+    expect((await admins('bad id', acct.boss.token)).status).toBe(400)
+    const down = await admins('m2', acct.m2.token)
+    expect(down.status, down.text).toBe(200)
+    expect(down.json.admins).toBeUndefined() // no longer an admin: the public card
+    expect((await s.call('GET', `/v1/institutions/${instId}/members?period=day`, { token: acct.m2.token })).status).toBe(403)
+    expect((await admins('m2', acct.boss.token)).json.admins).toEqual(['boss']) // again: no change
+    const last = await admins('boss', acct.boss.token)
+    expect(last.status).toBe(409)
+    expect(last.json.error.code).toBe('last_admin')
+    expect((await s.call('POST', `/v1/institutions/${instId}/admins`, { token: tok.town, body: { user_id: 'm2' } })).json.admins).toEqual(['boss', 'm2'])
+
     // Leaving: the institution counts one fewer, the town the same.
     const left = await s.call('DELETE', '/v1/me/institution', { token: acct.m1.token })
     expect(left.json).toEqual({ institution_id: null, institution: null })

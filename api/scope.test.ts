@@ -158,6 +158,7 @@ const MATRIX: Row[] = [
   ['institution members next door (its applicant is no admin yet)', 'GET', () => `/v1/institutions/${inst.out}/members`, undefined, { neighbour: 200, communicator: 403, county: 403, countyAdmin: 403 }],
   ['unknown institution members', 'GET', '/v1/institutions/inst_nope/members', undefined, { admin: 404, county: 403, communicator: 403 }],
   ['add institution admin next door', 'POST', () => `/v1/institutions/${inst.out}/admins`, { user_id: 'in-town' }, { county: 403, communicator: 403, app: 403, none: 401 }],
+  ['remove institution admin next door', 'DELETE', () => `/v1/institutions/${inst.out}/admins/in-town`, undefined, { neighbour: 200, county: 403, town: 403, institution: 403, countyAdmin: 403, communicator: 403, app: 403, none: 401 }],
   ['my institutions', 'GET', '/v1/me/institutions', undefined, { communicator: 200, countyAdmin: 200, admin: 403, county: 403, app: 403, none: 401 }],
   ['my institution', 'GET', '/v1/me/institution', undefined, { communicator: 200, countyAdmin: 200, admin: 403, county: 403, app: 403, none: 401 }],
   ['join an unknown institution', 'POST', '/v1/me/institution', { institution_id: 'inst_nope' }, { communicator: 404, admin: 403, county: 403, app: 403, none: 401 }],

@@ -430,6 +430,32 @@ export function mountInstitutions(app: OpenAPIHono<AuthEnv>, deps: InstitutionsD
     return c.json(view(next, p), 200)
   })
 
+  const removeAdmin = createRoute({
+    method: 'delete',
+    path: '/v1/institutions/{id}/admins/{user_id}',
+    summary: 'Remove an admin from an institution (an admin may step down)',
+    description: 'Its admins, officials whose scope covers it, operators. The last admin cannot be removed (409: add another first); removing one who is no admin changes nothing.',
+    security: [{ bearer: [] }],
+    middleware: [requirePerson()] as const,
+    request: { params: ID_PARAM.extend({ user_id: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/) }) },
+    responses: { 200: { description: 'Institution with its admins', content: { 'application/json': { schema: InstOut } } }, ...errorResponses(400, 401, 403, 404, 409) },
+  })
+  app.openapi(removeAdmin, async (c) => {
+    const p = c.get('principal')
+    const { id, user_id } = c.req.valid('param')
+    await load(p, id, (x) => mayManage(p, x))
+    const next = await conflict(() =>
+      deps.institutions.update(id, (x) => {
+        if (!x.admins.includes(user_id)) return null
+        if (x.admins.length === 1) throw new ApiError(409, 'last_admin', 'the institution’s only admin cannot be removed; add another first')
+        return { ...x, admins: x.admins.filter((u) => u !== user_id) }
+      }),
+    )
+    await mirror(next)
+    // The caller may have removed herself: she sees what she may now see.
+    return c.json(view(next, p), 200)
+  })
+
   // ——— members and KPIs ———
 
   const Member = z.object({
