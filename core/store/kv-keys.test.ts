@@ -1,0 +1,61 @@
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Kvm, type KV } from '@nats-io/kv'
+import type { NatsConnection } from '@nats-io/nats-core'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { freePort } from '../../test/stack.ts'
+import { createNats } from '../clients/nats.ts'
+import { startNats, type LocalService } from '../local-services.ts'
+import { listKeys } from './kv-keys.ts'
+
+let dir: string
+let server: LocalService
+let nc: NatsConnection
+let kv: KV
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'kv-keys-'))
+  server = await startNats(dir, await freePort())
+  nc = await createNats(server.url, 'kv-keys-test')
+  kv = await new Kvm(nc).create('keys', { history: 1 })
+  for (const k of ['c.a', 'c.b', 'c.c', 'u.x.1', 'u.y.2', 'm.epoch']) await kv.put(k, 'v')
+})
+afterAll(async () => {
+  await nc?.close().catch(() => {})
+  await server?.stop()
+  rmSync(dir, { recursive: true, force: true })
+})
+
+describe('listKeys', () => {
+  it('lists the keys a filter matches, with NATS wildcards', async () => {
+    expect((await listKeys(kv, 'c.*')).sort()).toEqual(['c.a', 'c.b', 'c.c'])
+    expect((await listKeys(kv, 'u.>')).sort()).toEqual(['u.x.1', 'u.y.2'])
+    expect(await listKeys(kv, 'none.*')).toEqual([])
+  })
+
+  it('lists each key once and ends while listed keys are being written', async () => {
+    let writing = true
+    const writer = (async () => {
+      // One listed key rewritten again and again (paced like real updates, not a tight loop).
+      for (let n = 0; writing; n++) {
+        await kv.put('c.b', String(n))
+        await new Promise((r) => setTimeout(r, 5))
+      }
+    })()
+    try {
+      // kv.keys() did not end under such writes; this must, every time, with each key once.
+      for (let i = 0; i < 30; i++) expect((await listKeys(kv, 'c.*')).sort()).toEqual(['c.a', 'c.b', 'c.c'])
+    } finally {
+      writing = false
+      await writer
+    }
+  })
+
+  it('includes a deleted key, which reads as a delete (callers skip it)', async () => {
+    await kv.put('c.gone', 'v')
+    await kv.delete('c.gone')
+    expect(await listKeys(kv, 'c.*')).toContain('c.gone')
+    expect((await kv.get('c.gone'))?.operation).toBe('DEL')
+  })
+})
