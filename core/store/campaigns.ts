@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import type { KV } from '@nats-io/kv'
 import { z } from 'zod'
-import { listKeys } from './kv-keys.ts'
 import { createKvRecords } from './kv-records.ts'
 
 /**
@@ -132,8 +131,7 @@ export function createCampaignStore(kv: KV): CampaignStore {
       return after
     },
     async list() {
-      const got = await Promise.all((await listKeys(kv, 'c.*')).map((k) => records.get(k.slice(2))))
-      return got.filter((c) => c !== null).sort((a, b) => b.created_at - a.created_at || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+      return (await records.list()).sort((a, b) => b.created_at - a.created_at || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
     },
   }
 }

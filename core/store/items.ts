@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto'
 import type { KV } from '@nats-io/kv'
-import { listKeys } from './kv-keys.ts'
 import { createKvRecords } from './kv-records.ts'
 
 /**
@@ -40,9 +39,7 @@ export function createItemStore(kv: KV): ItemStore {
     },
     get: records.get,
     async list() {
-      const ids = (await listKeys(kv, 'i.>')).map((k) => k.slice(2))
-      const got = await Promise.all(ids.map(records.get))
-      return got.filter((i) => i !== null).sort((a, b) => a.created_at - b.created_at || a.id.localeCompare(b.id))
+      return (await records.list()).sort((a, b) => a.created_at - b.created_at || a.id.localeCompare(b.id))
     },
     update: (id, change) => records.update(id, change),
   }

@@ -1,11 +1,14 @@
 import { JetStreamApiCodes, JetStreamApiError } from '@nats-io/jetstream'
 import type { KV } from '@nats-io/kv'
+import { listKeys } from './kv-keys.ts'
 
 /** A record kept as JSON under `<prefix>.<id>` in a KV bucket; `updated_at` is set on every change. */
 export interface KvRecords<T extends { updated_at: number }> {
   /** The record and the revision it was read at; null for a malformed id, a missing or deleted key. */
   read(id: string): Promise<{ value: T; rev: number } | null>
   get(id: string): Promise<T | null>
+  /** Every record, in no particular order (deleted ones skipped). */
+  list(): Promise<T[]>
   /** Writes a new record; fails when the key exists. */
   create(id: string, value: T): Promise<void>
   /**
@@ -48,6 +51,14 @@ export function createKvRecords<T extends { updated_at: number }>(kv: KV, prefix
     read,
     async get(id) {
       return (await read(id))?.value ?? null
+    },
+    async list() {
+      const ids = (await listKeys(kv, `${prefix}.*`)).map((k) => k.slice(prefix.length + 1))
+      const out: T[] = []
+      for (let i = 0; i < ids.length; i += 500) {
+        for (const r of await Promise.all(ids.slice(i, i + 500).map(read))) if (r) out.push(r.value)
+      }
+      return out
     },
     async create(id, value) {
       await kv.create(key(id), enc.encode(JSON.stringify(value)))
