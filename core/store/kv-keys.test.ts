@@ -1,31 +1,17 @@
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { Kvm, type KV } from '@nats-io/kv'
-import type { NatsConnection } from '@nats-io/nats-core'
+import type { KV } from '@nats-io/kv'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { freePort } from '../../test/stack.ts'
-import { createNats } from '../clients/nats.ts'
-import { startNats, type LocalService } from '../local-services.ts'
+import { startKvBucket, type KvBucket } from '../../test/kv.ts'
 import { listKeys } from './kv-keys.ts'
 
-let dir: string
-let server: LocalService
-let nc: NatsConnection
+let bucket: KvBucket
 let kv: KV
 
 beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'kv-keys-'))
-  server = await startNats(dir, await freePort())
-  nc = await createNats(server.url, 'kv-keys-test')
-  kv = await new Kvm(nc).create('keys', { history: 1 })
+  bucket = await startKvBucket('keys')
+  kv = bucket.kv
   for (const k of ['c.a', 'c.b', 'c.c', 'u.x.1', 'u.y.2', 'm.epoch']) await kv.put(k, 'v')
 })
-afterAll(async () => {
-  await nc?.close().catch(() => {})
-  await server?.stop()
-  rmSync(dir, { recursive: true, force: true })
-})
+afterAll(async () => bucket?.stop())
 
 describe('listKeys', () => {
   it('lists the keys a filter matches, with NATS wildcards', async () => {

@@ -1,13 +1,7 @@
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import type { KV } from '@nats-io/kv'
-import { Kvm } from '@nats-io/kv'
-import type { NatsConnection } from '@nats-io/nats-core'
+import { Kvm, type KV } from '@nats-io/kv'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { freePort } from '../../test/stack.ts'
 import { createNats } from '../clients/nats.ts'
-import { startNats, type LocalService } from '../local-services.ts'
+import { startKvBucket, type KvBucket } from '../../test/kv.ts'
 import { createKvRecords, isRevisionConflict } from './kv-records.ts'
 
 /** Revision-checked records on a real NATS KV bucket. */
@@ -21,22 +15,14 @@ class Missing extends Error {}
 class Conflict extends Error {}
 const errors = { missing: () => new Missing('no such record'), conflict: () => new Conflict('changed concurrently') }
 
-let dir: string
-let server: LocalService
-let nc: NatsConnection
+let bucket: KvBucket
 let kv: KV
 
 beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'kv-records-'))
-  server = await startNats(dir, await freePort())
-  nc = await createNats(server.url, 'kv-records-test')
-  kv = await new Kvm(nc).create('records', { history: 1 })
+  bucket = await startKvBucket('records')
+  kv = bucket.kv
 })
-afterAll(async () => {
-  await nc?.close().catch(() => {})
-  await server?.stop()
-  rmSync(dir, { recursive: true, force: true })
-})
+afterAll(async () => bucket?.stop())
 
 describe('createKvRecords', () => {
   it('creates once and reads back; malformed or unknown ids read as null', async () => {
@@ -49,6 +35,16 @@ describe('createKvRecords', () => {
     expect(await r.get('nope')).toBeNull()
     expect(await r.get('a.b')).toBeNull()
     expect(await r.get('')).toBeNull()
+  })
+
+  it('lists every record under its prefix, skipping deleted ones', async () => {
+    const r = createKvRecords<Rec>(kv, 'l', errors)
+    await r.create('x', { id: 'x', n: 1, updated_at: 1 })
+    await r.create('y', { id: 'y', n: 2, updated_at: 1 })
+    await r.create('z', { id: 'z', n: 3, updated_at: 1 })
+    await kv.delete('l.z')
+    await kv.put('m.epoch', '1') // another prefix in the same bucket
+    expect((await r.list()).map((x) => x.id).sort()).toEqual(['x', 'y'])
   })
 
   it('applies a change to a copy, stamps updated_at, and writes nothing for no change', async () => {
@@ -95,7 +91,7 @@ describe('createKvRecords', () => {
     const r = createKvRecords<Rec>(kv, 'r', errors)
     await r.create('e', { id: 'e', n: 0, updated_at: 0 })
     await expect(r.update('e', () => { throw new Error('refused') })).rejects.toThrow('refused')
-    const other = await createNats(server.url, 'kv-records-closing')
+    const other = await createNats(bucket.server.url, 'kv-records-closing')
     const kv2 = await new Kvm(other).open('records')
     const r2 = createKvRecords<Rec>(kv2, 'r', errors)
     let calls = 0
