@@ -8,6 +8,7 @@ import { connectDeps, type Deps } from '../core/deps.ts'
 import { startNats, startRedis, type LocalService } from '../core/local-services.ts'
 import { createLogger } from '../core/logger.ts'
 import { startService, type Service } from '../core/service.ts'
+import { CONSUMER } from '../core/stream.ts'
 
 /**
  * A whole stack for a test file, on real engines: its own redis-server and nats-server on free
@@ -49,12 +50,34 @@ export interface Stack {
 
 export async function startStack(env: Record<string, string> = {}): Promise<Stack> {
   const dir = mkdtempSync(join(tmpdir(), 'kepu-test-'))
-  const log = createLogger(process.env.TEST_LOG_LEVEL ?? 'silent')
+  // Without TEST_LOG_LEVEL the stack's log is kept in memory (the last lines), for the diagnosis a
+  // waitForFacts timeout prints; with it, the log goes to stdout at that level.
+  const recent: string[] = []
+  const keep = { write: (line: string) => void (recent.push(line.trimEnd()) > 300 && recent.shift()) }
+  const log = process.env.TEST_LOG_LEVEL ? createLogger(process.env.TEST_LOG_LEVEL) : createLogger('info', 'kepu', keep)
   const redisServer = await startRedis(dir, await freePort())
   const natsServer = await startNats(dir, await freePort())
   const config = parseConfig({ DATA_DIR: dir, PORT: '0', HOST: '127.0.0.1', ADMIN_TOKEN: ADMIN, LOG_LEVEL: 'silent', FACTS_FLUSH_MS: '50', ...env })
   let deps = { ...(await connectDeps(config, { redis: redisServer.url, nats: natsServer.url }, log)), adminToken: ADMIN }
   let service = await startService(config, deps)
+
+  /** What a stalled wait needs to be understood: facts, the consumer's state, counting metrics, the last log lines. */
+  async function diagnose(): Promise<string> {
+    const part = async (name: string, f: () => Promise<unknown>) => `${name}: ${await f().then((v) => (typeof v === 'string' ? v : JSON.stringify(v)), (err) => `(${String(err)})`)}`
+    return (
+      await Promise.all([
+        part('facts', () => stack.factCount()),
+        part('consumer', async () => {
+          const ci = await deps.jsm.consumers.info(config.nats.stream, CONSUMER)
+          return { pending: ci.num_pending, ack_pending: ci.num_ack_pending, waiting: ci.num_waiting, redelivered: ci.num_redelivered, delivered: ci.delivered.stream_seq, ack_floor: ci.ack_floor.stream_seq }
+        }),
+        part('metrics', async () => {
+          const text = (await stack.call('GET', '/metrics')).text
+          return text.split('\n').filter((l) => /^(events_decided_total|facts_inserted_total|aggregator_batch_size_count|consumer_lag_messages)/.test(l)).join('; ')
+        }),
+      ])
+    ).join('\n') + `\nlast log lines:\n${recent.slice(-60).join('\n')}`
+  }
 
   const stack: Stack = {
     dir,
@@ -111,7 +134,7 @@ export async function startStack(env: Record<string, string> = {}): Promise<Stac
       const agg = service.aggregator!
       await new Promise<void>((res, rej) => {
         let done = false
-        const timer = setTimeout(() => finish(new Error(`timed out waiting for ${n} facts`)), timeoutMs)
+        const timer = setTimeout(() => void diagnose().then((d) => finish(new Error(`timed out waiting for ${n} facts\n${d}`))), timeoutMs)
         const check = async () => {
           if (!done && (await stack.factCount()) >= n) finish()
         }
