@@ -5,7 +5,7 @@ import type { NatsConnection } from '@nats-io/nats-core'
 import type { Redis } from 'ioredis'
 import type { Logger } from 'pino'
 import { createClickHouse } from './clients/clickhouse.ts'
-import { createNats } from './clients/nats.ts'
+import { createNats, failFastWhileDown } from './clients/nats.ts'
 import { createRedis } from './clients/redis.ts'
 import type { Config } from './config.ts'
 import { createMetrics, type Metrics } from './metrics.ts'
@@ -52,19 +52,7 @@ export interface Deps {
 export async function connectDeps(config: Config, urls: { redis: string; nats: string }, log: Logger): Promise<Deps> {
   const redis = createRedis(urls.redis)
   redis.on('error', (err) => log.warn({ err: String(err) }, 'redis error'))
-  const nc = await createNats(urls.nats, 'kepu-live')
-  let natsUp = true
-  void (async () => {
-    for await (const s of nc.status()) {
-      if (s.type === 'disconnect') {
-        natsUp = false
-        log.warn('nats disconnected')
-      } else if (s.type === 'reconnect') {
-        natsUp = true
-        log.info('nats reconnected')
-      }
-    }
-  })()
+  const { nc, up: natsUp } = failFastWhileDown(await createNats(urls.nats, 'kepu-live'), log)
   const js = jetstream(nc, { timeout: 5000 })
   const jsm = await jetstreamManager(nc)
   const kvm = new Kvm(nc)
@@ -105,7 +93,7 @@ export async function connectDeps(config: Config, urls: { redis: string; nats: s
       : createLogSmsSender(log),
     tree: loadRegionTree(),
     metrics: createMetrics(),
-    natsUp: () => natsUp && !nc.isClosed(),
+    natsUp,
     async close() {
       await Promise.allSettled([nc.drain(), redis.quit(), ch.close()])
     },
