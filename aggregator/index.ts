@@ -17,7 +17,7 @@ import { createCampaignJobs, type CampaignJobs } from './campaign-jobs.ts'
 import type { CampaignStore } from '../core/store/campaigns.ts'
 import { eventFact, insertFacts, rejectedFact, type FactRow } from './facts.ts'
 import { rebuildRedis, redisIsStale } from './rebuild.ts'
-import { createSeqMark } from './seq-mark.ts'
+import { advanceMark, createSeqMark, redisRunId } from './seq-mark.ts'
 import { applyUserStep, dedupeWindow, defineUserStep } from './user-step.ts'
 
 export interface AggregatorDeps {
@@ -44,17 +44,6 @@ export interface Aggregator {
   /** Campaign backfills and settlements (run by every aggregator; leases make each run once). */
   jobs: CampaignJobs
 }
-
-/**
- * Max stream sequence applied to Redis (ARGV[1]). Returns -1 when the key is gone (Redis came back
- * empty) and -2 when it is below ARGV[2], a mark this process has seen in Redis (Redis came back
- * from an older snapshot, or was rebuilt under it): either way effects it vouched for are lost.
- */
-const ADVANCE_SEQ = `local c = redis.call('GET', KEYS[1])
-if not c then return -1 end
-if tonumber(c) < tonumber(ARGV[2]) then return -2 end
-if tonumber(ARGV[1]) > tonumber(c) then redis.call('SET', KEYS[1], ARGV[1]) end
-return 1`
 
 export function createAggregator(config: Config, deps: AggregatorDeps): Aggregator {
   const { redis, js, jsm, ch, tree, log, metrics } = deps
@@ -112,8 +101,13 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
   let flushTimer: NodeJS.Timeout | null = null
   let flushing: Promise<void> = Promise.resolve()
   let lagTimer: NodeJS.Timeout | null = null
-  /** Why Redis is known to have lost state (counting pauses until it is rebuilt), or null. */
+  /**
+   * Why counting is paused until Redis is checked, or null: it lost state (and is rebuilt from the
+   * facts), or it restarted under us (batches in flight are redelivered; rebuilt only if the mark
+   * went back).
+   */
   let redisLost: string | null = null
+  let mustRebuild = false
   let naks = 0
 
   function decode(m: JsMsg): StreamMessage {
@@ -146,13 +140,19 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
   let started = 0
   /** The highest m:seq this process has seen in Redis: m:seq never goes back unless Redis lost writes. */
   let seenMark = 0
+  /** The run id of the Redis server those marks were written to. */
+  let runId = ''
   const learnMark = async () => {
     seenMark = Number((await redis.get(keys.seq)) ?? 0)
+    runId = await redisRunId(redis)
   }
   const seqMark = createSeqMark(async (mark) => {
-    const ok = (await redis.eval(ADVANCE_SEQ, 1, keys.seq, mark, seenMark)) as number
-    if (ok === -1) throw new RedisLostError('m:seq is gone: Redis came back empty')
-    if (ok === -2) throw new RedisLostError(`m:seq went back below ${seenMark}: Redis came back from an older snapshot`)
+    const ok = await advanceMark(redis, mark, seenMark, runId)
+    if (ok === -1) throw new RedisLostError('m:seq is gone: Redis came back empty', true)
+    if (ok === -2) throw new RedisLostError(`m:seq went back below ${seenMark}: Redis came back from an older snapshot`, true)
+    // A batch running when Redis restarted may have lost writes (the append-only file is synced
+    // once a second) that no older mark vouches for: it and the batches after it are redelivered.
+    if (ok === -3) throw new RedisLostError('Redis restarted: the batches in flight are redelivered', false)
     seenMark = Math.max(seenMark, mark)
   })
 
@@ -176,7 +176,10 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
     } catch (err) {
       // A failed batch must not hold the mark back: its messages come again in later batches.
       if (!marked) void seqMark.done(no, -1).catch(() => {})
-      if (err instanceof RedisLostError) redisLost ??= err.message
+      if (err instanceof RedisLostError) {
+        redisLost ??= err.message
+        mustRebuild ||= err.rebuild
+      }
       naks++
       if (!(err instanceof RedisLostError)) log.error({ err: String(err), messages: batch.length }, 'processing failed; messages will be redelivered')
       const delay = Math.min(5000, 250 * naks)
@@ -300,11 +303,18 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
   let recovering: Promise<void> | null = null
   function recoverRedis(): Promise<void> {
     recovering ??= (async () => {
-      log.warn({ reason: redisLost }, 'Redis lost its state: rebuilding from ClickHouse facts before counting resumes')
+      log.warn({ reason: redisLost }, 'Redis lost its state or restarted: counting pauses until it is checked')
       await drain()
-      await rebuildRedis({ redis, ch, users: deps.users, tree, win, log, campaigns: deps.campaigns })
+      // A restart is harmless when the mark is still where this process left it: every batch it
+      // vouches for is in Redis, and the batches after it are redelivered. Otherwise rebuild.
+      const mark = Number((await redis.get(keys.seq)) ?? -1)
+      if (mustRebuild || mark < seenMark) {
+        log.warn({ mark, seenMark }, 'rebuilding Redis from ClickHouse facts before counting resumes')
+        await rebuildRedis({ redis, ch, users: deps.users, tree, win, log, campaigns: deps.campaigns })
+      }
       await learnMark()
       redisLost = null
+      mustRebuild = false
       await resume()
     })().finally(() => (recovering = null))
     return recovering
@@ -354,4 +364,12 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
   }
 }
 
-class RedisLostError extends Error {}
+class RedisLostError extends Error {
+  constructor(
+    message: string,
+    /** Whether Redis must be rebuilt from the facts (else a check of the mark decides). */
+    readonly rebuild: boolean,
+  ) {
+    super(message)
+  }
+}

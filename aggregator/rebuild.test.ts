@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { startRedis } from '../core/local-services.ts'
 import { share, startStack, type Stack } from '../test/stack.ts'
+import { advanceMark, redisRunId } from './seq-mark.ts'
 
 let s: Stack
 let key: string
@@ -124,6 +126,30 @@ describe('rebuild from facts', () => {
     expect(await score()).toBe(start + 3)
     const live = await dumpState()
     await r.flushall()
+    await s.service.aggregator!.rebuild()
+    expect(await dumpState()).toEqual(live)
+  })
+
+  it('a Redis restarted under the running service: the batch that meets it is redelivered, nothing counts twice, nothing is rebuilt', async () => {
+    const score = async () => (await s.call('GET', '/v1/leaderboards/users/r3?metric=shares&period=all')).json.score as number
+    const start = await score()
+    const runId = await redisRunId(s.deps.redis)
+    // The mark script tells the restarted server apart by its run id.
+    expect(await advanceMark(s.deps.redis, 0, 0, 'not-' + runId)).toBe(-3)
+
+    const port = Number(new URL(s.redisServer.url).port)
+    await s.redisServer.stop()
+    Object.assign(s.redisServer, await startRedis(s.dir, port)) // same append-only file: nothing lost
+    const lines = s.logLines().length
+    await sendAndWait([share('r3', now - 11), share('r3', now - 12)])
+    expect(await score()).toBe(start + 2)
+    expect(await redisRunId(s.deps.redis)).not.toBe(runId)
+    const log = s.logLines().slice(lines).join('\n')
+    expect(log).toContain('Redis restarted: the batches in flight are redelivered')
+    expect(log).not.toContain('rebuilding Redis')
+    // The redelivered batch replayed its recorded decisions: the state is what the facts say.
+    const live = await dumpState()
+    await s.deps.redis.flushall()
     await s.service.aggregator!.rebuild()
     expect(await dumpState()).toEqual(live)
   })

@@ -1,3 +1,6 @@
+import type { Redis } from 'ioredis'
+import { keys } from '../core/keys.ts'
+
 /**
  * The applied-sequence mark (m:seq) moves in batch order: to a batch's highest stream sequence only
  * once every batch started before it is done with Redis. Batches run on separate connections and
@@ -39,4 +42,29 @@ export function createSeqMark(write: (mark: number) => Promise<void>) {
       return mine
     },
   }
+}
+
+/**
+ * Moves m:seq (KEYS[1]) up to ARGV[1]. Returns 1, or without writing: -1 when the key is gone (Redis
+ * came back empty); -2 when it is below ARGV[2], a mark this process has seen in Redis (Redis came
+ * back from an older snapshot, or lost the last second of its append-only file); -3 when the server's
+ * run id is not ARGV[3] (it restarted since this process learned the mark: the batches in flight
+ * may have lost writes the mark would vouch for).
+ */
+const ADVANCE_SEQ = `local c = redis.call('GET', KEYS[1])
+if not c then return -1 end
+if tonumber(c) < tonumber(ARGV[2]) then return -2 end
+if string.match(redis.call('INFO', 'server'), 'run_id:(%w+)') ~= ARGV[3] then return -3 end
+if tonumber(ARGV[1]) > tonumber(c) then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1`
+
+export async function advanceMark(redis: Redis, mark: number, seenMark: number, runId: string): Promise<1 | -1 | -2 | -3> {
+  return (await redis.eval(ADVANCE_SEQ, 1, keys.seq, mark, seenMark, runId)) as 1 | -1 | -2 | -3
+}
+
+/** The Redis server's run id: a new one at every start. */
+export async function redisRunId(redis: Redis): Promise<string> {
+  const id = /run_id:(\w+)/.exec(await redis.info('server'))?.[1]
+  if (!id) throw new Error('Redis INFO server has no run_id')
+  return id
 }

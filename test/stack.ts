@@ -43,6 +43,8 @@ export interface Stack {
   /** Resolves once ClickHouse holds at least n facts (checked after every flush). */
   waitForFacts(n: number, timeoutMs?: number): Promise<void>
   factCount(where?: string): Promise<number>
+  /** The stack's last log lines (kept in memory unless TEST_LOG_LEVEL sends them to stdout). */
+  logLines(): string[]
   /** Stops the service gracefully (drain, flush, ack) and starts a fresh one on the same data and servers. */
   restart(): Promise<void>
   stop(): Promise<void>
@@ -126,6 +128,7 @@ export async function startStack(env: Record<string, string> = {}): Promise<Stac
       const r = await stack.call('POST', '/v1/events', { token: key, body: { events } })
       return { status: r.status, json: r.json }
     },
+    logLines: () => [...recent],
     async factCount(where = '1') {
       const r = await deps.ch.query({ query: `SELECT count() AS n FROM facts FINAL WHERE ${where}`, format: 'JSONEachRow' })
       return Number(((await r.json()) as { n: string }[])[0].n)
