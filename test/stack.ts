@@ -6,6 +6,7 @@ import { randomUUID } from 'node:crypto'
 import { parseConfig, type Config } from '../core/config.ts'
 import { connectDeps, type Deps } from '../core/deps.ts'
 import { startNats, startRedis, type LocalService } from '../core/local-services.ts'
+import { pino } from 'pino'
 import { createLogger } from '../core/logger.ts'
 import { startService, type Service } from '../core/service.ts'
 import { CONSUMER } from '../core/stream.ts'
@@ -43,7 +44,7 @@ export interface Stack {
   /** Resolves once ClickHouse holds at least n facts (checked after every flush). */
   waitForFacts(n: number, timeoutMs?: number): Promise<void>
   factCount(where?: string): Promise<number>
-  /** The stack's last log lines (kept in memory unless TEST_LOG_LEVEL sends them to stdout). */
+  /** The stack's last 300 log lines. */
   logLines(): string[]
   /** Stops the service gracefully (drain, flush, ack) and starts a fresh one on the same data and servers. */
   restart(): Promise<void>
@@ -52,11 +53,18 @@ export interface Stack {
 
 export async function startStack(env: Record<string, string> = {}): Promise<Stack> {
   const dir = mkdtempSync(join(tmpdir(), 'kepu-test-'))
-  // Without TEST_LOG_LEVEL the stack's log is kept in memory (the last lines), for the diagnosis a
-  // waitForFacts timeout prints; with it, the log goes to stdout at that level.
+  // The stack's log lines (info and above, or lower when TEST_LOG_LEVEL asks) are kept in memory, the
+  // last ones, for logLines() and for the diagnosis a waitForFacts timeout prints; those at or above
+  // TEST_LOG_LEVEL are also echoed to stdout.
   const recent: string[] = []
-  const keep = { write: (line: string) => void (recent.push(line.trimEnd()) > 300 && recent.shift()) }
-  const log = process.env.TEST_LOG_LEVEL ? createLogger(process.env.TEST_LOG_LEVEL) : createLogger('info', 'kepu', keep)
+  const echoFrom = process.env.TEST_LOG_LEVEL ? (pino.levels.values[process.env.TEST_LOG_LEVEL] ?? Infinity) : Infinity
+  const keep = {
+    write(line: string) {
+      if (recent.push(line.trimEnd()) > 300) recent.shift()
+      if (Number(/"level":(\d+)/.exec(line)?.[1]) >= echoFrom) process.stdout.write(line)
+    },
+  }
+  const log = createLogger(echoFrom < pino.levels.values.info ? process.env.TEST_LOG_LEVEL! : 'info', 'kepu', keep)
   const redisServer = await startRedis(dir, await freePort())
   const natsServer = await startNats(dir, await freePort())
   const config = parseConfig({ DATA_DIR: dir, PORT: '0', HOST: '127.0.0.1', ADMIN_TOKEN: ADMIN, LOG_LEVEL: 'silent', FACTS_FLUSH_MS: '50', ...env })
