@@ -68,6 +68,12 @@ describe('board writes are idempotent and order-free', () => {
     }
     const before = await boards()
     expect(Object.keys(before).length).toBe(2 * 5 * 6) // shares and points × 5 periods × (4 region levels + national + institution)
+    // Every board but the all-time ones expires: its TTL is set once, after the ZADD that created it.
+    for (const k of Object.keys(before)) {
+      const ttl = await redis.ttl(k)
+      if (k.endsWith(':a')) expect(ttl, k).toBe(-1)
+      else expect(ttl, k).toBeGreaterThan(0)
+    }
 
     // Replay every write again, in reverse and in a shuffled order.
     await write([...all].reverse())

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis'
+import { Command, type Redis } from 'ioredis'
 import type { RegionTree } from '../core/regions.ts'
 import { keys } from '../core/keys.ts'
 import { boardKey, METRICS, packCampaignScore, PERIOD_TTL_S, packScore, type BoardScope, type Metric } from '../core/scoring.ts'
@@ -148,6 +148,25 @@ export function groupByBoard(ws: Iterable<BoardWrite>): BoardGroups {
 const MEMBERS_PER_ZADD = 1000
 
 /**
+ * A command built from arguments that are already flat. ioredis's Command copies its arguments with
+ * `Array.prototype.flat()`, which V8 runs at ≈ 0.2 µs per element: ≈ 400 µs for a 1,000-member ZADD,
+ * ≈ 20 µs of the aggregator's JavaScript per event. Sent with `sendCommand`, which writes it at once
+ * (a standalone Redis or a Cluster alike), so the commands of a batch reach Redis in the order sent.
+ */
+class FlatCommand extends Command {
+  constructor(name: string, args: (string | number)[]) {
+    super(name)
+    this.args = args
+    this.stringifyArguments() // what the constructor does after flattening (numbers to strings)
+  }
+}
+function send(redis: Redis, name: string, args: (string | number)[]): Promise<unknown> {
+  const c = new FlatCommand(name, args)
+  redis.sendCommand(c)
+  return c.promise
+}
+
+/**
  * Writes a batch of board writes: one `ZADD key LT s1 m1 s2 m2 …` per board, however many users of
  * the batch it holds. Each command touches one key, so the same path serves a Redis Cluster, and
  * each write is idempotent and order-free. Grouping matters: a sorted-set command costs Redis
@@ -160,20 +179,21 @@ export function createBoardWriter() {
   return async function write(redis: Redis, ws: Iterable<BoardWrite> | BoardGroups): Promise<void> {
     const ops: Promise<unknown>[] = []
     for (const [key, g] of ws instanceof Map ? ws : groupByBoard(ws)) {
-      let args: (string | number)[] = []
+      let args: (string | number)[] = [key, 'LT']
       for (const [member, score] of g.members) {
         args.push(score, member)
-        if (args.length >= 2 * MEMBERS_PER_ZADD) {
-          ops.push(redis.zadd(key, 'LT', ...args))
-          args = []
+        if (args.length >= 2 + 2 * MEMBERS_PER_ZADD) {
+          ops.push(send(redis, 'zadd', args))
+          args = [key, 'LT']
         }
       }
-      if (args.length) ops.push(redis.zadd(key, 'LT', ...args))
+      if (args.length > 2) ops.push(send(redis, 'zadd', args))
       const ttl = g.period ? PERIOD_TTL_S[g.period] : null
       if ((ttl || g.expireAtS) && !expiring.has(key)) {
         if (expiring.size > 200_000) expiring.clear()
         expiring.add(key)
-        ops.push(ttl ? redis.expire(key, ttl, 'NX') : redis.expireat(key, g.expireAtS!, 'NX'))
+        // After the ZADD that creates the key, on the same path (EXPIRE NX on no key does nothing).
+        ops.push(ttl ? send(redis, 'expire', [key, ttl, 'NX']) : send(redis, 'expireat', [key, g.expireAtS!, 'NX']))
       }
     }
     await Promise.all(ops)
