@@ -8,7 +8,9 @@ FROM node:20-bookworm-slim
 WORKDIR /app
 
 # Dependencies first, so source edits do not reinstall them.
+# patches/ is applied by the postinstall step (patch-package): see patches/README.md.
 COPY package.json package-lock.json ./
+COPY patches ./patches
 # Not `npm ci`: chdb's optional per-platform packages are not all on the registry, so the lock
 # file cannot list them and `npm ci` refuses; `npm install` honours the lock and skips them.
 RUN npm install --no-audit --no-fund --no-save && npm cache clean --force

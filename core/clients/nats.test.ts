@@ -1,4 +1,5 @@
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Kvm } from '@nats-io/kv'
@@ -53,5 +54,16 @@ describe('failFastWhileDown', () => {
     expect((await kv.get('k'))?.string()).toBe('v1')
     await kv.put('k', 'v3')
     expect((await kv.get('k'))?.string()).toBe('v3')
+  })
+})
+
+describe('the nats-core patch (patches/README.md)', () => {
+  it('is applied: a request that got its answer no longer builds a "cancelled" RequestError', () => {
+    const file = createRequire(import.meta.url).resolve('@nats-io/nats-core').replace(/mod\.js$/, 'request.js')
+    const requestOne = readFileSync(file, 'utf8').split('class RequestOne')[1] ?? ''
+    const resolver = /resolver\(err, msg\) \{([\s\S]*?)\n {4}\}/.exec(requestOne)?.[1] ?? ''
+    expect(resolver).toContain('this.deferred.resolve(msg)')
+    expect(resolver).toContain('this.mux.cancel(this);')
+    expect(resolver).not.toContain('this.cancel();')
   })
 })
