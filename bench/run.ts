@@ -578,6 +578,11 @@ function printReport(r: Record<string, any>) {
   // Calls per event from INFO commandstats (commands run inside scripts are counted too).
   const cmdStr = (cs: Cmd[]) => cs.filter((c) => c.calls_per_event >= 0.5).sort((a, b) => b.calls_per_event - a.calls_per_event).slice(0, 6).map((c) => `${c.command} ${c.calls_per_event}`).join(', ')
   const na = 'n/a'
+  // Redis CPU per event of one command (µs), from INFO commandstats; EVALSHA includes the calls its script makes.
+  const usOf = (cs: Cmd[] | undefined, command: string) => cs?.find((c) => c.command === command)?.usec_per_event ?? NaN
+  // What the board writes alone ask of Redis (single-threaded): the most one whole core could apply, and the
+  // cores 10,000 events/s (the spine issue's target) would need for them, before any other work.
+  const boardsAlone = (zaddUs: number) => `≤ ${fmtInt(round(1e6 / zaddUs, 0))} events/s on a whole Redis core for the board writes alone; 10,000 events/s would need ${round(zaddUs / 100, 2)} Redis cores for them`
 
   if (r.ingest) {
     sec('1. Ingest (POST /v1/events → 202, JetStream-acked)')
@@ -595,6 +600,10 @@ function printReport(r: Record<string, any>) {
     row('max share_backs / user today', String(e.max_share_backs_per_user_today), 'cap is 300: share-backs all count (reads > 10 and sign-ins > 1 a day are capped)')
     row('CPU over the e2e run', '', cpuStr(r.cpu_cores_used?.e2e))
     row('CPU per finished event', `${e.service_cpu_us_per_event} + ${e.redis_cpu_us_per_event} µs`, `service + redis-server; Redis calls per decision: ${cmdStr(e.redis_calls_per_decision)}`)
+    if (e.redis_calls_per_decision) {
+      const z = usOf(e.redis_calls_per_decision, 'zadd')
+      row('Redis CPU: user step / board writes', `${round(usOf(e.redis_calls_per_decision, 'evalsha'), 0)} / ${round(z, 0)} µs`, `per event (EVALSHA with its calls / ZADD); ${boardsAlone(z)}`)
+    }
     row('box bound', `${fmtInt(e.box_bound_events_per_s)} events/s`, `${e.box_cores} cores ÷ ${e.box_cpu_us_per_event} µs of CPU per event over node + redis-server + nats-server: the most this box could do at this cost per event`)
   }
   if (r.freshness) {
@@ -625,6 +634,10 @@ function printReport(r: Record<string, any>) {
     row('CPU during ceiling', '', cpuStr(r.cpu_cores_used?.ceiling))
     row('CPU per event (ceiling)', `${c.client_cpu_us_per_event} + ${c.redis_cpu_us_per_event} µs`, `client + redis-server; Redis calls per event: ${cmdStr(c.redis_calls_per_event)}`)
     row('Redis-saturated projection', `${fmtInt(c.redis_saturated_events_per_s)} events/s`, 'events per redis-server CPU-second: the rate with a whole core for Redis (it is single-threaded)')
+    if (c.redis_calls_per_event) {
+      const z = usOf(c.redis_calls_per_event, 'zadd')
+      row('Redis CPU: user step / board writes', `${round(usOf(c.redis_calls_per_event, 'evalsha'), 0)} / ${round(z, 0)} µs`, `per event; ${round(z / c.board_writes_per_event, 2)} µs per board entry × ${c.board_writes_per_event}; ${boardsAlone(z)}`)
+    }
   }
   if (r.redis_memory) {
     const m = r.redis_memory
