@@ -1,22 +1,15 @@
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { randomUUID } from 'node:crypto'
 import type { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createRedis } from '../core/clients/redis.ts'
 import type { StreamEvent } from '../core/events.ts'
-import { cacheUsers } from '../core/keys.ts'
-import { startRedis, type LocalService } from '../core/local-services.ts'
 import { loadRegionTree } from '../core/regions.ts'
-import { freePort } from '../test/stack.ts'
 import { boardWrites, createBoardWriter, groupByBoard, type BoardWrite } from './boards.ts'
-import { applyUserStep, dedupeWindow, defineUserStep, fingerprint } from './user-step.ts'
+import { startStepRedis, type StepRedis } from '../test/redis.ts'
+import { applyUserStep, dedupeWindow, fingerprint } from './user-step.ts'
 import { keys } from '../core/keys.ts'
 import { compactDay } from '../core/time.ts'
 
-let dir: string
-let server: LocalService
+let r: StepRedis
 let redis: Redis
 const tree = loadRegionTree()
 const win = dedupeWindow(72 * 3600_000, 600_000)
@@ -24,18 +17,10 @@ const now = Date.now()
 const writeBoards = createBoardWriter()
 
 beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'kepu-boards-'))
-  server = await startRedis(dir, await freePort())
-  redis = createRedis(server.url)
-  defineUserStep(redis)
-  const u = (id: string) => ({ id, phone: '', real_name: id, region_code: '430623110', kind: '个人用户', institution_id: 'inst-x', certified_at: 0, ix: 1, created_at: 0, updated_at: 0 })
-  await cacheUsers(redis, [u('A'), u('B'), u('C')])
+  r = await startStepRedis('boards', ['A', 'B', 'C'].map((id) => ({ id, institution_id: 'inst-x' })))
+  redis = r.redis
 })
-afterAll(async () => {
-  await redis?.quit()
-  await server?.stop()
-  rmSync(dir, { recursive: true, force: true })
-})
+afterAll(async () => r?.stop())
 
 const ev = (user: string, ts: number): StreamEvent => ({
   kind: 'event', id: randomUUID(), type: 'share_back', user_id: user, ts, client_ts: ts, sent_at: null, received_at: now, app_id: 't', content_id: 'c', channel: 'wechat', viewer: '',

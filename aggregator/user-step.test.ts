@@ -1,37 +1,23 @@
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { randomUUID } from 'node:crypto'
 import type { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createRedis } from '../core/clients/redis.ts'
 import type { EventType, StreamEvent } from '../core/events.ts'
-import { cacheUsers, keys } from '../core/keys.ts'
-import { startRedis, type LocalService } from '../core/local-services.ts'
+import { keys } from '../core/keys.ts'
 import { PERIOD_TTL_S } from '../core/scoring.ts'
 import { compactDay, DAY_MS, PERIODS, periodRange } from '../core/time.ts'
-import { freePort } from '../test/stack.ts'
-import { applyUserStep, dedupeWindow, defineUserStep, userStepArgs } from './user-step.ts'
+import { startStepRedis, type StepRedis } from '../test/redis.ts'
+import { applyUserStep, dedupeWindow, userStepArgs } from './user-step.ts'
 
-let dir: string
-let server: LocalService
+let r: StepRedis
 let redis: Redis
 const win = dedupeWindow(72 * 3600_000, 600_000)
 const now = Date.now()
 
 beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'kepu-user-step-'))
-  server = await startRedis(dir, await freePort())
-  redis = createRedis(server.url)
-  defineUserStep(redis)
-  const u = (id: string) => ({ id, phone: '', real_name: id, region_code: '430623110', kind: '个人用户', institution_id: '', certified_at: 0, ix: 1, created_at: 0, updated_at: 0 })
-  await cacheUsers(redis, ['T1', 'T2', 'F1'].map(u))
+  r = await startStepRedis('user-step', [{ id: 'T1' }, { id: 'T2' }, { id: 'F1' }])
+  redis = r.redis
 })
-afterAll(async () => {
-  await redis?.quit()
-  await server?.stop()
-  rmSync(dir, { recursive: true, force: true })
-})
+afterAll(async () => r?.stop())
 
 const ev = (user: string, type: EventType, ts: number): StreamEvent => ({
   kind: 'event', id: randomUUID(), type, user_id: user, ts, client_ts: ts, sent_at: null, received_at: now, app_id: 't', content_id: type === 'signin' ? '' : 'c', channel: '', viewer: '',
