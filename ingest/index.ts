@@ -58,12 +58,17 @@ export function parseBody(text: string, contentType: string): { raw: unknown[]; 
  */
 export function watchBacklog(jsm: JetStreamManager, stream: string, everyMs = 1000) {
   let backlog = 0
+  let reading = false // one read at a time: a slow one must not land after, and over, a newer one
   const read = async () => {
+    if (reading) return
+    reading = true
     try {
       const info = await jsm.consumers.info(stream, CONSUMER)
       backlog = info.num_pending + info.num_ack_pending
     } catch {
       /* no consumer yet, or NATS down: the publish path answers for that */
+    } finally {
+      reading = false
     }
   }
   void read()
