@@ -189,6 +189,36 @@ describe('scope matrix', () => {
     expect((await s.call('POST', '/v1/users:import', { token: tok.app, body: { users: [] } })).status).toBe(403)
   })
 
+  it('lets an import change only communicators the official already covers, and name only approved institutions in her scope', async () => {
+    const imp = async (token: string | null, users: Record<string, unknown>[]) => (await s.call('POST', '/v1/users:import', { token, body: { users } })).json
+    // next-door (430624101) is not the county's: neither her id nor her phone lets it take her over.
+    const takeover = [{ id: 'next-door', phone: '13200000031', real_name: '劫持', region_code: '430623101' }, { phone: '13200000002', real_name: '劫持', region_code: '430623101' }]
+    expect(await imp(tok.county, takeover)).toEqual({ created: 0, updated: 0, errors: [1, 2].map((row) => ({ row, code: 'outside_scope', message: expect.any(String) })) })
+    expect((await s.call('GET', '/v1/users/next-door')).json).toMatchObject({ real_name: '邻县', region_code: '430624101', phone: '13200000002', institution_id: null })
+    expect((await s.call('GET', '/v1/users/13200000031')).status).toBe(404)
+
+    // Institutions: the approved one in her town, yes; a pending one, an unknown id, a region outside the
+    // institution's, no. Next door, the approved institution of 华容县 is outside the neighbour's scope.
+    const rows = [
+      { id: 'imp-inst-ok', phone: '13200000032', real_name: '丙', region_code: '430623110', institution_id: inst.in },
+      { id: 'imp-inst-pending', phone: '13200000033', real_name: '丁', region_code: '430623110', institution_id: inst.out },
+      { id: 'imp-inst-none', phone: '13200000034', real_name: '戊', region_code: '430623110', institution_id: 'does-not-exist' },
+      { id: 'imp-inst-far', phone: '13200000035', real_name: '己', region_code: '430623101', institution_id: inst.in },
+    ]
+    const r = await imp(tok.county, rows)
+    expect(r.created).toBe(1)
+    expect(r.errors.map((e: any) => [e.row, e.code])).toEqual([[2, 'unknown_institution'], [3, 'unknown_institution'], [4, 'outside_scope']])
+    expect((await imp(tok.neighbour, [{ id: 'imp-inst-nb', phone: '13200000036', real_name: '庚', region_code: '430624101', institution_id: inst.in }])).errors).toEqual([
+      { row: 1, code: 'outside_scope', message: expect.any(String) },
+    ])
+    for (const id of ['imp-inst-pending', 'imp-inst-none', 'imp-inst-far', 'imp-inst-nb']) expect((await s.call('GET', `/v1/users/${id}`)).status).toBe(404)
+    expect((await s.call('GET', '/v1/users/imp-inst-ok')).json).toMatchObject({ institution_id: inst.in, region_code: '430623110' })
+    // An institution official whose institution is not an approved one imports nobody; an operator may
+    // name any id (rosters carried over from elsewhere).
+    expect((await imp(tok.institution, [{ id: 'imp-io', phone: '13200000037', real_name: '辛', region_code: '430623110', institution_id: 'inst-s1' }])).errors[0].code).toBe('unknown_institution')
+    expect(await imp(ADMIN, [{ id: 'imp-op', phone: '13200000038', real_name: '壬', region_code: '110101001', institution_id: 'legacy-unit' }])).toEqual({ created: 1, updated: 0, errors: [] })
+  })
+
   it('shows officials masked phones and operators full ones', async () => {
     expect((await s.call('GET', '/v1/users/in-town', { token: tok.county })).json.phone).toBe('132****0001')
     expect((await s.call('GET', '/v1/users/in-town')).json.phone).toBe('13200000001')

@@ -8,9 +8,10 @@ import { cacheUsers, keys } from '../../core/keys.ts'
 import type { RegionTree } from '../../core/regions.ts'
 import { recordRegistrations } from '../../core/registrations.ts'
 import { chTime } from '../../core/schema.ts'
+import type { Institution, InstitutionStore } from '../../core/store/institutions.ts'
 import { PHONE, USER_KINDS, UserConflict, type User, type UserStore } from '../../core/store/users.ts'
 import { parseDay, parseInstant, shanghaiIso } from '../../core/time.ts'
-import { requireStaff, type AuthEnv } from '../middleware/auth/index.ts'
+import { requireStaff, type AuthEnv, type Principal } from '../middleware/auth/index.ts'
 import { covers, coversUser } from '../middleware/scope/index.ts'
 import { limitBody } from '../middleware/body-limit/index.ts'
 import { errorResponses } from '../schemas.ts'
@@ -20,6 +21,7 @@ export interface UsersDeps {
   redis: Redis
   ch: ClickHouseClient
   tree: RegionTree
+  institutions: Pick<InstitutionStore, 'get'>
 }
 
 const MAX_ROWS = 10_000
@@ -74,12 +76,25 @@ function certifiedAt(v: string | number | undefined, now: number): number | stri
   return ms
 }
 
+/**
+ * An official may name only an approved institution inside her scope: a region official one in her
+ * region, an institution official her own, with the row's region inside the institution's. Operators
+ * may name any id (rosters carried over from elsewhere). Returns the row error, or null.
+ */
+function institutionProblem(p: Principal, inst: Institution | null, id: string, region: string): { code: string; message: string } | null {
+  if (p.kind === 'operator') return null
+  if (!inst || inst.status !== 'approved') return { code: 'unknown_institution', message: `institution_id ${id} is not an approved institution` }
+  if (!covers(p, { region_code: inst.region_code }) && !covers(p, { institution_id: inst.id })) return { code: 'outside_scope', message: 'institution_id is outside your scope' }
+  if (!region.startsWith(inst.region_code)) return { code: 'outside_scope', message: 'region_code must lie within the institution’s region' }
+  return null
+}
+
 export function mountUsers(app: OpenAPIHono<AuthEnv>, deps: UsersDeps) {
   app.openAPIRegistry.registerPath({
     method: 'post',
     path: '/v1/users:import',
     summary: 'Create or update certified communicators from a roster (operator, or an official for rows inside her scope)',
-    description: `JSON {"users": [...]} or text/csv with a header row; at most ${MAX_ROWS} rows. Bad rows are reported by row number (JSON: position from 1; CSV: line number, header = 1) and never stop the good ones.`,
+    description: `JSON {"users": [...]} or text/csv with a header row; at most ${MAX_ROWS} rows. Bad rows are reported by row number (JSON: position from 1; CSV: line number, header = 1) and never stop the good ones. An official's row must lie inside her scope, may change only a communicator she already covers (matched by id, or by phone), and may name only an approved institution inside her scope (outside_scope, unknown_institution).`,
     security: [{ bearer: [] }],
     request: {
       body: {
@@ -104,6 +119,7 @@ export function mountUsers(app: OpenAPIHono<AuthEnv>, deps: UsersDeps) {
       const errors: z.infer<typeof ImportResult>['errors'] = []
       const valid: { row: number; input: Omit<User, 'id' | 'ix' | 'created_at' | 'updated_at'> & { id?: string } }[] = []
       const seenPhones = new Map<string, number>()
+      const institutions = new Map<string, Promise<Institution | null>>() // looked up once per request
       for (const { row, data } of rows) {
         const r = ImportRow.safeParse(data)
         if (!r.success) {
@@ -119,6 +135,14 @@ export function mountUsers(app: OpenAPIHono<AuthEnv>, deps: UsersDeps) {
         if (!covers(principal, { region_code: d.region_code }) && !(d.institution_id && covers(principal, { institution_id: d.institution_id }))) {
           errors.push({ row, code: 'outside_scope', message: 'region_code or institution_id is outside your scope' })
           continue
+        }
+        if (d.institution_id && principal.kind !== 'operator') {
+          if (!institutions.has(d.institution_id)) institutions.set(d.institution_id, deps.institutions.get(d.institution_id))
+          const problem = institutionProblem(principal, await institutions.get(d.institution_id)!, d.institution_id, d.region_code)
+          if (problem) {
+            errors.push({ row, ...problem })
+            continue
+          }
         }
         const cert = certifiedAt(d.certified_at, now)
         if (typeof cert === 'string') {
@@ -140,7 +164,9 @@ export function mountUsers(app: OpenAPIHono<AuthEnv>, deps: UsersDeps) {
       const stored: User[] = []
       for (let i = 0; i < valid.length; i += 200) {
         const chunk = valid.slice(i, i + 200)
-        const results = await Promise.allSettled(chunk.map((v) => deps.users.upsert(v.input)))
+        // A row may only change a communicator the caller already covers (by id, or by phone).
+        const mayChange = principal.kind === 'operator' ? undefined : (u: User) => coversUser(principal, u)
+        const results = await Promise.allSettled(chunk.map((v) => deps.users.upsert(v.input, mayChange)))
         results.forEach((r, j) => {
           if (r.status === 'fulfilled') {
             stored.push(r.value.user)

@@ -33,8 +33,15 @@ export interface User {
 
 export interface UserStore {
   get(id: string): Promise<User | null>
-  /** Creates or updates by id (or by phone when no id). Returns the stored user and whether it is new. */
-  upsert(input: Omit<User, 'id' | 'ix' | 'created_at' | 'updated_at'> & { id?: string }): Promise<{ user: User; created: boolean; previous: User | null }>
+  /**
+   * Creates or updates by id (or by phone when no id). Returns the stored user and whether it is new.
+   * `mayChange`, when given, is asked about the stored record before it is replaced (in the same
+   * revision-checked write): false refuses with UserConflict('outside_scope') and changes nothing.
+   */
+  upsert(
+    input: Omit<User, 'id' | 'ix' | 'created_at' | 'updated_at'> & { id?: string },
+    mayChange?: (existing: User) => boolean,
+  ): Promise<{ user: User; created: boolean; previous: User | null }>
   /** Every stored user, for rebuilding caches. */
   all(): AsyncIterable<User>
   /** The communicator holding a phone number, if any. */
@@ -42,7 +49,7 @@ export interface UserStore {
 }
 
 export class UserConflict extends Error {
-  constructor(public code: 'phone_taken' | 'conflict', message: string) {
+  constructor(public code: 'phone_taken' | 'conflict' | 'outside_scope', message: string) {
     super(message)
   }
 }
@@ -110,11 +117,12 @@ export function createUserStore(kv: KV): UserStore {
       if (!USER_ID.safeParse(id).success) return null
       return (await get(id))?.user ?? null
     },
-    async upsert(input) {
+    async upsert(input, mayChange) {
       const id = input.id ?? (await ownerOfPhone(input.phone)) ?? newUserId()
       for (let attempt = 0; attempt < 3; attempt++) {
         const now = Date.now()
         const existing = await get(id)
+        if (existing && mayChange && !mayChange(existing.user)) throw new UserConflict('outside_scope', 'this communicator is outside your scope')
         await claimPhone(input.phone, id)
         const user: User = {
           ...input,
