@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { isoDay } from '../core/time.ts'
-import { createOfficial } from '../test/accounts.ts'
+import { createOfficial, registerAccount } from '../test/accounts.ts'
 import { share, startStack, type Stack } from '../test/stack.ts'
 
 /** Seed 003: 插旗镇 (430623110) sets 2021-style targets for its units (villages as institutions). */
@@ -9,7 +9,7 @@ const tok: Record<string, string> = {}
 const YEAR = Number(isoDay(Date.now()).slice(0, 4))
 
 beforeAll(async () => {
-  s = await startStack()
+  s = await startStack({ SMS_SENDER: 'memory' })
   for (const [name, phone, scope] of [['town', '15600000001', '430623110'], ['county', '15600000002', '430623'], ['neighbour', '15600000003', '430624']] as const) {
     tok[name] = await createOfficial(s, { phone, name, scope: { region_code: scope } })
   }
@@ -62,5 +62,29 @@ describe('task breakdown', () => {
     expect(town).toMatchObject({ registrations: { target: 200, done: 3 }, shares: { target: 30000, done: 50 } })
     expect((await s.call('GET', `/v1/tasks/${YEAR}/progress`, { token: tok.town })).json.units).toHaveLength(4)
     expect((await s.call('PUT', `/v1/tasks/${YEAR}`, { token: await s.createAppKey(), body: { units: [] } })).status).toBe(403)
+  })
+
+  it('lets nobody outside the owning region replace a unit’s targets, and keeps the owner when the county edits them', async () => {
+    const put = async (token: string, unit: Record<string, unknown>) => (await s.call('PUT', `/v1/tasks/${YEAR}`, { token, body: { units: [unit] } })).json
+    const units = async (token: string) => (await s.call('GET', `/v1/tasks/${YEAR}/progress`, { token })).json.units as any[]
+    const find = async (token: string, id: string) => (await units(token)).find((u) => u.unit.institution_id === id)
+    // The county next door names 插旗镇's local unit code: refused; the town's targets stay, unseen by her.
+    expect(await put(tok.neighbour, { institution_id: 'tongfu', name: '劫持', registration_target: 0, share_target: 0 })).toEqual({ saved: 0, errors: [{ row: 1, code: 'outside_scope', message: expect.any(String) }] })
+    expect(await units(tok.neighbour)).toEqual([])
+    expect(await find(tok.town, 'tongfu')).toMatchObject({ name: '同福村', registrations: { target: 3, done: 3 } })
+    // The county edits the town's unit: the town still sees it, with the new targets.
+    expect((await put(tok.county, { institution_id: 'tongfu', name: '同福村', registration_target: 4, share_target: 60 })).saved).toBe(1)
+    expect(await find(tok.town, 'tongfu')).toMatchObject({ registrations: { target: 4, done: 3 }, shares: { target: 60, done: 50 } })
+
+    // A registered institution in 插旗镇: the neighbour may not set its targets; the county may, and
+    // the institution's town sees them.
+    const admin = await registerAccount(s, '13700001001')
+    const inst = await s.call('POST', '/v1/institutions', { token: admin.token, body: { name: '插旗镇中学', region_code: '430623110', kind: '学校', licence_image: 'licences/school.jpg' } })
+    expect(inst.status, inst.text).toBe(201)
+    expect((await s.call('POST', `/v1/institutions/${inst.json.id}/approve`, { body: {} })).status).toBe(200)
+    expect((await put(tok.neighbour, { institution_id: inst.json.id, name: '邻县设', registration_target: 1, share_target: 1 })).errors).toEqual([{ row: 1, code: 'outside_scope', message: expect.any(String) }])
+    expect((await put(tok.county, { institution_id: inst.json.id, name: '插旗镇中学', registration_target: 10, share_target: 100 })).saved).toBe(1)
+    expect(await find(tok.town, inst.json.id)).toMatchObject({ name: '插旗镇中学', registrations: { target: 10 } })
+    expect(await units(tok.neighbour)).toEqual([])
   })
 })

@@ -3,7 +3,8 @@ import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi'
 import { parse as parseCsv } from 'csv-parse/sync'
 import { badRequest } from '../../core/errors.ts'
 import type { RegionTree } from '../../core/regions.ts'
-import type { Task, TaskStore, Unit } from '../../core/store/tasks.ts'
+import type { InstitutionStore } from '../../core/store/institutions.ts'
+import { TaskRefused, type Task, type TaskStore, type Unit } from '../../core/store/tasks.ts'
 import { shanghaiMidnight } from '../../core/time.ts'
 import { NO_COUNTS, rollupCounts, type Counts } from './kpis.ts'
 import { requireStaff, type AuthEnv, type Principal } from '../middleware/auth/index.ts'
@@ -20,6 +21,7 @@ export interface TaskDeps {
   tasks: TaskStore
   tree: RegionTree
   ch: ClickHouseClient
+  institutions: Pick<InstitutionStore, 'get'>
 }
 
 const Year = z.object({ year: z.coerce.number().int().min(2000).max(2100) })
@@ -33,17 +35,23 @@ const UnitInput = z.object({
 })
 const RowErrors = z.array(z.object({ row: z.number().int(), code: z.string(), message: z.string() }))
 
-/** Who may set a unit's target: a region strictly below her own, or an institution in her region. */
-function placement(p: Principal, u: Unit, tree: RegionTree): { owner_region: string | null } | { error: string; code: string } {
+/**
+ * Who may set a unit's target: a region strictly below her own, or an institution in her region. An
+ * institution unit is either a registered institution (then it must lie in her region, and its
+ * region owns the target) or a local unit code of her roster (a village, an office: seed 003's
+ * attachment 1), owned by her region.
+ */
+async function placement(p: Principal, u: Unit, deps: TaskDeps): Promise<{ owner_region: string | null } | { error: string; code: string }> {
   if ('region_code' in u) {
-    if (!tree.get(u.region_code)) return { code: 'unknown_region', error: `region_code ${u.region_code} is not a GB/T 2260 division` }
+    if (!deps.tree.get(u.region_code)) return { code: 'unknown_region', error: `region_code ${u.region_code} is not a GB/T 2260 division` }
     if (p.kind === 'operator') return { owner_region: null }
     if (p.kind === 'official' && 'region_code' in p.scope && u.region_code !== p.scope.region_code && covers(p, u)) return { owner_region: null }
     return { code: 'outside_scope', error: 'the unit must be a region below yours' }
   }
-  if (p.kind === 'operator') return { owner_region: null }
-  if (p.kind === 'official' && 'region_code' in p.scope) return { owner_region: p.scope.region_code }
-  return { code: 'outside_scope', error: 'only region officials and operators set targets' }
+  if (p.kind !== 'operator' && !(p.kind === 'official' && 'region_code' in p.scope)) return { code: 'outside_scope', error: 'only region officials and operators set targets' }
+  const inst = await deps.institutions.get(u.institution_id)
+  if (inst) return covers(p, { region_code: inst.region_code }) ? { owner_region: inst.region_code } : { code: 'outside_scope', error: 'the institution is outside your region' }
+  return { owner_region: p.kind === 'official' && 'region_code' in p.scope ? p.scope.region_code : null }
 }
 
 function visible(p: Principal, t: Task): boolean {
@@ -68,12 +76,21 @@ async function save(deps: TaskDeps, p: Principal, year: number, rows: { row: num
       continue
     }
     const unit: Unit = d.region_code ? { region_code: d.region_code } : { institution_id: d.institution_id! }
-    const place = placement(p, unit, deps.tree)
+    const place = await placement(p, unit, deps)
     if ('error' in place) {
       errors.push({ row, code: place.code, message: place.error })
       continue
     }
-    await deps.tasks.put({ year, unit, name: d.name, owner_region: place.owner_region, core_members: d.core_members ?? null, registration_target: d.registration_target, share_target: d.share_target })
+    const task = { year, unit, name: d.name, owner_region: place.owner_region, core_members: d.core_members ?? null, registration_target: d.registration_target, share_target: d.share_target }
+    try {
+      // A stored unit is replaced only by whoever may see it, and keeps its owner (a county editing
+      // her town's unit leaves it visible to the town).
+      await deps.tasks.put(task, (existing) => (p.kind === 'operator' || visible(p, existing) ? { ...task, owner_region: existing.owner_region ?? task.owner_region } : null))
+    } catch (err) {
+      if (!(err instanceof TaskRefused)) throw err
+      errors.push({ row, code: 'outside_scope', message: err.message })
+      continue
+    }
     saved++
   }
   return { saved, errors }

@@ -1,5 +1,6 @@
 import type { KV } from '@nats-io/kv'
 import { listKeys } from './kv-keys.ts'
+import { isRevisionConflict } from './kv-records.ts'
 
 /**
  * The task breakdown (任务分解表): per year and unit, targets for new registrations and share
@@ -22,9 +23,16 @@ export interface Task {
 }
 
 export interface TaskStore {
-  put(t: Omit<Task, 'updated_at'>): Promise<Task>
+  /**
+   * Stores a unit's targets. With `replace`, a stored task for the same unit is first handed to it (in
+   * the same revision-checked write): it returns the record to store instead, or null to refuse
+   * (TaskRefused, nothing changed).
+   */
+  put(t: Omit<Task, 'updated_at'>, replace?: (existing: Task) => Omit<Task, 'updated_at'> | null): Promise<Task>
   list(year: number): Promise<Task[]>
 }
+
+export class TaskRefused extends Error {}
 
 export const unitKey = (u: Unit) => ('region_code' in u ? `r${u.region_code}` : `i${u.institution_id}`)
 
@@ -33,10 +41,23 @@ const dec = new TextDecoder()
 
 export function createTaskStore(kv: KV): TaskStore {
   return {
-    async put(t) {
-      const rec: Task = { ...t, updated_at: Date.now() }
-      await kv.put(`${t.year}.${unitKey(t.unit)}`, enc.encode(JSON.stringify(rec)))
-      return rec
+    async put(t, replace) {
+      const key = `${t.year}.${unitKey(t.unit)}`
+      for (let attempt = 0; attempt < 5; attempt++) {
+        const e = await kv.get(key)
+        const existing = e && e.operation === 'PUT' && e.value.length ? (JSON.parse(dec.decode(e.value)) as Task) : null
+        const next = existing && replace ? replace(existing) : t
+        if (!next) throw new TaskRefused('the unit’s targets belong to another region')
+        const rec: Task = { ...next, updated_at: Date.now() }
+        try {
+          if (e) await kv.update(key, enc.encode(JSON.stringify(rec)), e.revision)
+          else await kv.create(key, enc.encode(JSON.stringify(rec)))
+          return rec
+        } catch (err) {
+          if (!isRevisionConflict(err)) throw err // changed in between: read again
+        }
+      }
+      throw new Error(`task ${key} kept changing; retry`)
     },
     async list(year) {
       const keys = await listKeys(kv, `${year}.*`)
