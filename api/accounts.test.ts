@@ -117,6 +117,38 @@ describe('registration', () => {
     }
     expect(holders).toBe(1)
   })
+
+  it('keeps one login per phone across app accounts and officials, also when both are created at once', async () => {
+    const official = (phone: string) => s.call('POST', '/v1/officials', { body: { phone, password: 'Official123', name: '官员', scope: { region_code: '430623' } } })
+    const register = (phone: string, c: string) => s.call('POST', '/v1/accounts', { ...anon, body: { phone, code: c, password: PW, nickname: '小红' } })
+    const login = (phone: string, password: string) => s.call('POST', '/v1/auth/login', { ...anon, body: { phone, password } })
+    // An app account first: no official may take its phone; she still logs in as herself.
+    const a = '13700000011'
+    expect((await register(a, await code(a))).status).toBe(201)
+    const o1 = await official(a)
+    expect([o1.status, o1.json.error?.code]).toEqual([409, 'phone_taken'])
+    expect((await login(a, PW)).json).toMatchObject({ role: 'communicator' })
+    // An official first: no code is sent to register her phone, and a code obtained before she was
+    // created does not register it either; she still logs in as the official.
+    const b = '13700000012'
+    const early = await code(b)
+    expect((await official(b)).status).toBe(201)
+    expect((await s.call('POST', '/v1/auth/sms', { ...anon, body: { phone: b } })).json.error.code).toBe('phone_taken')
+    expect((await register(b, early)).json.error.code).toBe('phone_taken')
+    expect((await login(b, 'Official123')).json).toMatchObject({ role: 'official' })
+    // Both at once, on several phones: never both, and the phone logs in as whichever was created.
+    for (let i = 0; i < 8; i++) {
+      const phone = `1370000002${i}`
+      const c = await code(phone)
+      const [o, r] = await Promise.all([official(phone), register(phone, c)])
+      expect([o.status, r.status].filter((x) => x === 201).length, `${o.text} ${r.text}`).toBeLessThanOrEqual(1)
+      expect([o.status, r.status].every((x) => x === 201 || x === 409)).toBe(true)
+      const acc = await s.deps.accounts.byPhone(phone)
+      const off = await s.deps.officials.byPhone(phone)
+      expect(!!acc, phone).toBe(r.status === 201)
+      expect(!!off, phone).toBe(o.status === 201)
+    }
+  })
 })
 
 describe('login, logout, reset', () => {

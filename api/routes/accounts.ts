@@ -6,7 +6,7 @@ import { ApiError, badRequest, notFound, unauthorized } from '../../core/errors.
 import { createSmsCodes, SMS_RULES, type CheckResult, type SmsSender } from '../../core/sms.ts'
 import { AccountConflict, type Account, type AccountStore } from '../../core/store/accounts.ts'
 import type { CertificationStore } from '../../core/store/certifications.ts'
-import { hashPassword } from '../../core/store/officials.ts'
+import { hashPassword, type OfficialStore } from '../../core/store/officials.ts'
 import { PHONE, type UserStore } from '../../core/store/users.ts'
 import { shanghaiIso } from '../../core/time.ts'
 import { accountOf, bearer, requireAccount, type AuthEnv } from '../middleware/auth/index.ts'
@@ -23,6 +23,8 @@ import { overLimit, ScopeOut } from './officials.ts'
  */
 export interface AccountsDeps {
   accounts: AccountStore
+  /** Officials log in at the same route: a phone holds an official or an app account, never both. */
+  officials: Pick<OfficialStore, 'byPhone'>
   users: UserStore
   certifications: CertificationStore
   sessions: Sessions
@@ -96,7 +98,7 @@ export function mountAccounts(app: OpenAPIHono<AuthEnv>, deps: AccountsDeps) {
     const wait = await overLimit(deps.redis, `rl:sms:ip:${clientIp(c)}`, SMS_RULES.perIpPerHour, 3600)
     if (wait !== null) throw new ApiError(429, 'too_many_requests', 'too many codes requested from this address; retry later', { 'Retry-After': String(wait) })
     const exists = !!(await deps.accounts.byPhone(phone))
-    if (purpose === 'register' && exists) throw new ApiError(409, 'phone_taken', 'an account with this phone number exists; log in or reset the password')
+    if (purpose === 'register' && (exists || (await deps.officials.byPhone(phone)))) throw new ApiError(409, 'phone_taken', 'an account with this phone number exists; log in or reset the password')
     if (purpose === 'register' || exists) {
       const r = await codes.send(phone, purpose)
       if (!r.ok) throw new ApiError(429, 'too_soon', `a code was sent less than ${SMS_RULES.resendS} s ago`, { 'Retry-After': String(r.retryAfterS) })
@@ -124,7 +126,8 @@ export function mountAccounts(app: OpenAPIHono<AuthEnv>, deps: AccountsDeps) {
     const body = c.req.valid('json')
     const checked = await codes.check(body.phone, 'register', body.code)
     if (checked !== 'ok') throw codeError(checked)
-    if (await deps.accounts.byPhone(body.phone)) throw new ApiError(409, 'phone_taken', 'an account with this phone number exists')
+    const taken = () => new ApiError(409, 'phone_taken', 'an account with this phone number exists')
+    if ((await deps.accounts.byPhone(body.phone)) || (await deps.officials.byPhone(body.phone))) throw taken()
     let account: Account
     try {
       account = await deps.accounts.create({
@@ -134,6 +137,12 @@ export function mountAccounts(app: OpenAPIHono<AuthEnv>, deps: AccountsDeps) {
     } catch (e) {
       if (e instanceof AccountConflict) throw new ApiError(409, e.code, e.message)
       throw e
+    }
+    // An official created meanwhile with this phone: each side claims in its own store, then looks at
+    // the other's, so at least one of the two sees the other and takes itself back.
+    if (await deps.officials.byPhone(body.phone)) {
+      await deps.accounts.remove(account)
+      throw taken()
     }
     await codes.consume(body.phone, 'register')
     const session = await deps.sessions.issueAccount(account)

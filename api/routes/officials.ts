@@ -3,7 +3,7 @@ import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi'
 import type { Redis } from 'ioredis'
 import { ApiError, badRequest, forbidden, unauthorized } from '../../core/errors.ts'
 import type { RegionTree } from '../../core/regions.ts'
-import { OfficialConflict, verifyPassword, type OfficialStore } from '../../core/store/officials.ts'
+import { OfficialConflict, verifyPassword, type Official, type OfficialStore } from '../../core/store/officials.ts'
 import { PHONE } from '../../core/store/users.ts'
 import type { AccountStore } from '../../core/store/accounts.ts'
 import type { AuthEnv } from '../middleware/auth/index.ts'
@@ -84,13 +84,23 @@ export function mountOfficials(app: OpenAPIHono<AuthEnv>, deps: OfficialsDeps) {
       mustCover(p, body.scope)
     }
     const scope = body.role === 'operator' ? ({ national: true } as const) : body.scope!
+    // One login per phone, officials and app accounts together (they log in at the same route).
+    const taken = () => new ApiError(409, 'phone_taken', 'an account with this phone number exists')
+    if (await deps.accounts.byPhone(body.phone)) throw taken()
+    let o: Official
     try {
-      const o = await deps.officials.create({ phone: body.phone, password: body.password, name: body.name, role: body.role, scope })
-      return c.json({ id: o.id, name: o.name, role: o.role, scope: o.scope }, 201)
+      o = await deps.officials.create({ phone: body.phone, password: body.password, name: body.name, role: body.role, scope })
     } catch (e) {
-      if (e instanceof OfficialConflict) throw new ApiError(409, 'phone_taken', e.message)
+      if (e instanceof OfficialConflict) throw taken()
       throw e
     }
+    // Each side claims the phone in its own store, then looks at the other's: of two racing
+    // creations at least one sees the other and takes itself back.
+    if (await deps.accounts.byPhone(body.phone)) {
+      await deps.officials.remove(o)
+      throw taken()
+    }
+    return c.json({ id: o.id, name: o.name, role: o.role, scope: o.scope }, 201)
   })
 
   const login = createRoute({

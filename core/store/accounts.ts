@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import type { KV } from '@nats-io/kv'
-import { createKvRecords, isRevisionConflict } from './kv-records.ts'
+import { createKvRecords, isRevisionConflict, releasePhone } from './kv-records.ts'
 import { hashPassword } from './officials.ts'
 
 /**
@@ -43,6 +43,8 @@ export interface AccountStore {
   create(input: { phone: string; password: string; nickname: string; signature: string; user_id?: string }): Promise<Account>
   get(id: string): Promise<Account | null>
   byPhone(phone: string): Promise<Account | null>
+  /** Takes a just-created account back (the phone first, so a crash leaves only an unreachable record). */
+  remove(a: Account): Promise<void>
   /** Read, change, write with the revision read; retried a few times on a concurrent write. */
   update(id: string, change: (a: Account) => Account | null): Promise<Account>
 }
@@ -86,6 +88,10 @@ export function createAccountStore(kv: KV): AccountStore {
       return account
     },
     get: records.get,
+    async remove(a) {
+      await releasePhone(kv, a.phone, a.id)
+      await kv.delete(`a.${a.id}`)
+    },
     async byPhone(phone) {
       const e = await kv.get(`p.${phone}`)
       if (!e || e.operation !== 'PUT' || !e.value.length) return null

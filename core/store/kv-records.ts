@@ -82,3 +82,17 @@ export function createKvRecords<T extends { updated_at: number }>(kv: KV, prefix
     },
   }
 }
+
+/**
+ * Gives a phone claim (`p.<phone>` → id) back, only while it still names `id` (revision-checked: a
+ * claim taken over in between is left alone).
+ */
+export async function releasePhone(kv: KV, phone: string, id: string): Promise<void> {
+  const e = await kv.get(`p.${phone}`)
+  if (!e || e.operation !== 'PUT' || new TextDecoder().decode(e.value) !== id) return
+  try {
+    await kv.delete(`p.${phone}`, { previousSeq: e.revision })
+  } catch (err) {
+    if (!isRevisionConflict(err)) throw err
+  }
+}

@@ -1,6 +1,6 @@
 import { randomBytes, scrypt as scryptCb, timingSafeEqual, type ScryptOptions } from 'node:crypto'
 import type { KV } from '@nats-io/kv'
-import { isRevisionConflict } from './kv-records.ts'
+import { isRevisionConflict, releasePhone } from './kv-records.ts'
 
 /**
  * Officials and operators, durable in NATS KV (bucket `officials`): `o.<id>` the account,
@@ -46,6 +46,8 @@ export async function verifyPassword(password: string, stored: string): Promise<
 export interface OfficialStore {
   create(input: Omit<Official, 'id' | 'created_at' | 'password_hash'> & { password: string }): Promise<Official>
   byPhone(phone: string): Promise<Official | null>
+  /** Takes a just-created official back (the phone first, so a crash leaves no phone claimed by nothing reachable). */
+  remove(o: Official): Promise<void>
 }
 
 export function createOfficialStore(kv: KV): OfficialStore {
@@ -71,6 +73,10 @@ export function createOfficialStore(kv: KV): OfficialStore {
       const e = await kv.get(`p.${phone}`)
       if (!e || e.operation !== 'PUT' || !e.value.length) return null
       return get(dec.decode(e.value))
+    },
+    async remove(o) {
+      await releasePhone(kv, o.phone, o.id)
+      await kv.delete(`o.${o.id}`)
     },
   }
 }
