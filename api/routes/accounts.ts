@@ -110,7 +110,7 @@ export function mountAccounts(app: OpenAPIHono<AuthEnv>, deps: AccountsDeps) {
     method: 'post',
     path: '/v1/accounts',
     summary: 'Register an app account with the SMS code; returns a login token',
-    description: 'One account per phone number, also under concurrent attempts (409 phone_taken for the others). When a communicator with this phone was imported from a roster, the account counts as her.',
+    description: 'One account per phone number, also under concurrent attempts (409 phone_taken for the others), and none for a phone an official holds. When a communicator with this phone was imported from a roster, the account counts as her.',
     request: {
       body: {
         required: true,

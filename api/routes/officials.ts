@@ -47,7 +47,7 @@ export function mountOfficials(app: OpenAPIHono<AuthEnv>, deps: OfficialsDeps) {
     method: 'post',
     path: '/v1/officials',
     summary: 'Create an official (scoped to a region subtree or an institution) or an operator',
-    description: 'Operators may create anyone; an official may create officials inside her own scope.',
+    description: 'Operators may create anyone; an official may create officials inside her own scope. One login per phone: 409 phone_taken when an official or an app account holds the phone.',
     security: [{ bearer: [] }],
     request: {
       body: {
