@@ -71,6 +71,24 @@ describe('idempotence by event id', () => {
     expect(third.status).toBe(202)
     expect(await snapshot()).toEqual(before)
   })
+
+  it('takes one id sent by two users as two events (an id is unique within its user), while a user’s own resend stays a duplicate', async () => {
+    const REGION = '430623102'
+    await s.importUsers([
+      { id: 'twin-a', phone: '13700000021', real_name: '甲', region_code: REGION, certified_at: '2020-01-01' },
+      { id: 'twin-b', phone: '13700000022', real_name: '乙', region_code: REGION, certified_at: '2020-01-01' },
+    ])
+    const facts = await s.factCount()
+    const t = Date.now() - 60_000
+    // Inside the stream's duplicate window: the second user's event is not dropped as the first's resend.
+    expect((await s.postEvents(key, [share('twin-a', t, { id: 'same-id' })])).json).toMatchObject({ accepted: 1, duplicates: 0 })
+    expect((await s.postEvents(key, [share('twin-b', t, { id: 'same-id' })])).json).toMatchObject({ accepted: 1, duplicates: 0 })
+    expect((await s.postEvents(key, [share('twin-b', t, { id: 'same-id' })])).json).toMatchObject({ accepted: 0, duplicates: 1 })
+    await s.waitForFacts(facts + 2)
+    expect(await s.factCount("event_id = 'same-id' AND decision = 'counted'")).toBe(2)
+    const b = (await s.call('GET', `/v1/leaderboards?metric=shares&period=day&region=${REGION}`)).json
+    expect(b.entries.map((e: any) => [e.user_id, e.score])).toEqual([['twin-a', 1], ['twin-b', 1]])
+  })
 })
 
 describe('ranking', () => {

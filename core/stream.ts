@@ -2,11 +2,17 @@ import { AckPolicy, DeliverPolicy, RetentionPolicy, StorageType, type JetStreamM
 import { nanos } from '@nats-io/nats-core'
 
 /**
- * The event stream: a durable, file-backed JetStream work queue. Publishes carry the event id as
- * Nats-Msg-Id, so a resend inside the duplicate window is dropped by the server itself; later
- * resends are caught by the aggregator's dedupe. Messages leave the stream once acknowledged,
- * which the aggregator does only after their facts are stored.
+ * The event stream: a durable, file-backed JetStream work queue. Publishes carry the event's
+ * identity (`msgId`) as Nats-Msg-Id, so a resend inside the duplicate window is dropped by the server
+ * itself; later resends are caught by the aggregator's dedupe. Messages leave the stream once
+ * acknowledged, which the aggregator does only after their facts are stored.
  */
+/**
+ * An event's identity: its id within its user, the same key the aggregator's dedupe uses (in the
+ * user's own Redis slot). Two users' events that happen to share an id are two events, at any time.
+ */
+export const msgId = (e: { user_id: string; id: string }) => `${e.user_id}/${e.id}`
+
 export const SUBJECT_EVENTS = (stream: string) => `${stream.toLowerCase()}.in`
 export const SUBJECT_REJECTED = (stream: string) => `${stream.toLowerCase()}.rejected`
 export const CONSUMER = 'aggregator'

@@ -6,7 +6,7 @@ import type { Config } from '../core/config.ts'
 import { ApiError, badRequest, unavailable } from '../core/errors.ts'
 import { admitEvent, EventInputSchema, rejectedRecord, type StreamEvent } from '../core/events.ts'
 import type { Metrics } from '../core/metrics.ts'
-import { CONSUMER, SUBJECT_EVENTS, SUBJECT_REJECTED } from '../core/stream.ts'
+import { CONSUMER, msgId, SUBJECT_EVENTS, SUBJECT_REJECTED } from '../core/stream.ts'
 import { requireApp, type AuthEnv } from '../api/middleware/auth/index.ts'
 import { limitBody } from '../api/middleware/body-limit/index.ts'
 import { ErrorSchema } from '../api/schemas.ts'
@@ -142,7 +142,7 @@ export function mountIngest(app: OpenAPIHono<AuthEnv>, config: Config, deps: Ing
       })
 
       const pubs = await Promise.allSettled([
-        ...accepted.map((e) => js.publish(subject, enc.encode(JSON.stringify(e)), { msgID: e.id, timeout: 5000 })),
+        ...accepted.map((e) => js.publish(subject, enc.encode(JSON.stringify(e)), { msgID: msgId(e), timeout: 5000 })),
         ...deadLetters.map((d) => js.publish(rejectedSubject, d, { timeout: 5000 })),
       ])
       const failed = pubs.find((p) => p.status === 'rejected')

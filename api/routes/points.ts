@@ -5,6 +5,7 @@ import type { Redis } from 'ioredis'
 import { fingerprint } from '../../aggregator/user-step.ts'
 import { ApiError, badRequest, unavailable } from '../../core/errors.ts'
 import { EVENT_TYPES, type StreamEvent } from '../../core/events.ts'
+import { msgId } from '../../core/stream.ts'
 import { keys } from '../../core/keys.ts'
 import { RULES, SIGNIN_MAX_BONUS } from '../../core/scoring.ts'
 import type { UserStore } from '../../core/store/users.ts'
@@ -74,7 +75,7 @@ export function mountPoints(app: OpenAPIHono<AuthEnv>, deps: PointsDeps, opts: {
     const id = `signin:${u.id}:${day}`
     const ev: StreamEvent = { kind: 'event', id, type: 'signin', user_id: u.id, ts: now, client_ts: now, sent_at: null, received_at: now, app_id: 'api', content_id: '', channel: '', viewer: '' }
     try {
-      await deps.js.publish(opts.subject, enc.encode(JSON.stringify(ev)), { msgID: id, timeout: 5000 })
+      await deps.js.publish(opts.subject, enc.encode(JSON.stringify(ev)), { msgID: msgId(ev), timeout: 5000 })
     } catch {
       throw unavailable('nats')
     }
