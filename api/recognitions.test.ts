@@ -51,6 +51,31 @@ describe('recognition lists', () => {
     expect(csv.text).toContain('136****0003')
     expect(csv.text).not.toMatch(/1360000\d{4}/)
   })
+  it('pages both lists with keyset cursors, the same entries and ranks as one page, total over the whole list', async () => {
+    for (const [path, q] of [['communicators', 'min_shares=1'], ['institutions', 'min_shares=1']]) {
+      const base = `/v1/recognitions/${path}?region=43&from=${day}&to=${day}&${q}`
+      const whole = (await s.call('GET', `${base}&limit=1000`)).json
+      expect(whole.entries.length).toBeGreaterThan(2)
+      expect(whole).toMatchObject({ total: whole.entries.length, next: null })
+      const walked: any[] = []
+      let after: string | null = null
+      do {
+        const page: any = (await s.call('GET', `${base}&limit=2${after ? `&after=${after}` : ''}`)).json
+        expect(page.total).toBe(whole.total)
+        expect(page.entries.length).toBeLessThanOrEqual(2)
+        walked.push(...page.entries)
+        after = page.next
+      } while (after)
+      expect(walked).toEqual(whole.entries)
+      expect(walked.map((e) => e.rank)).toEqual(whole.entries.map((_: unknown, i: number) => i + 1))
+      expect((await s.call('GET', `${base}&after=bm9wZQ`)).json.error.code).toBe('invalid_cursor')
+      expect((await s.call('GET', `${base}&limit=1001`)).status).toBe(400)
+    }
+    // The default page is 100 entries; the CSV is the whole list whatever the page size.
+    const csv = await s.call('GET', `/v1/recognitions/communicators?region=43&from=${day}&to=${day}&min_shares=1&limit=1&format=csv`)
+    const total = (await s.call('GET', `/v1/recognitions/communicators?region=43&from=${day}&to=${day}&min_shares=1`)).json.total
+    expect(csv.text.trim().split('\r\n')).toHaveLength(total + 1)
+  })
   it('checks scope and input', async () => {
     const login = (phone: string, scope: Record<string, string>) => createOfficial(s, { phone, name: 'n', scope })
     const neighbour = await login('15200000001', { region_code: '430624' })

@@ -15,6 +15,7 @@ import { DAY_MS, isoDay, parseDay, PERIODS, shanghaiIso, type Period } from '../
 import { accountOf, requireAccount, requireStaff, type AuthEnv, type Principal } from '../middleware/auth/index.ts'
 import { covers } from '../middleware/scope/index.ts'
 import { errorResponses } from '../schemas.ts'
+import { cursor } from '../cursor.ts'
 import { rollupCounts } from './kpis.ts'
 import { periodOn } from './leaderboards.ts'
 import { decide, decisionBody, reviewFilter, type ReviewAction } from '../review-queue.ts'
@@ -76,19 +77,6 @@ const InstOut = z.object({
   reviewed_at: z.string().nullable().optional(),
 })
 type InstView = z.infer<typeof InstOut>
-
-const cursor = {
-  enc: (...parts: (string | number)[]) => Buffer.from(JSON.stringify(parts)).toString('base64url'),
-  dec: <T extends unknown[]>(s: string, check: (v: unknown[]) => boolean): T => {
-    try {
-      const v = JSON.parse(Buffer.from(s, 'base64url').toString()) as unknown
-      if (Array.isArray(v) && check(v)) return v as T
-    } catch {
-      /* fall through */
-    }
-    throw badRequest('after: not a cursor from this list', 'invalid_cursor')
-  },
-}
 
 async function rows<T>(ch: ClickHouseClient, query: string, params: Record<string, unknown>) {
   const r = await ch.query({ query, query_params: params, format: 'JSONEachRow' })
