@@ -60,6 +60,8 @@ describe('POST /v1/campaigns', () => {
     for (const [extra, status] of bad) expect((await s.call('POST', '/v1/campaigns', { token: tok.county, body: body({ region_code: '430623', ...extra }) })).status, JSON.stringify(extra)).toBe(status)
     expect((await s.call('POST', '/v1/campaigns', { token: tok.app, body: body() })).status).toBe(403)
     expect((await s.call('POST', '/v1/campaigns', { token: null, body: body() })).status).toBe(401)
+    const broken = await s.call('POST', '/v1/campaigns', { token: tok.county, body: '{"name": ' })
+    expect([broken.status, broken.json.error.code]).toEqual([400, 'invalid_json'])
     expect((await s.call('GET', '/v1/campaigns')).json.entries.length).toBe(before)
   })
 })

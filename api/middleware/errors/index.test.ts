@@ -2,6 +2,7 @@ import { Writable } from 'node:stream'
 import { ClosedConnectionError, RequestError, TimeoutError } from '@nats-io/nats-core'
 import { Hono } from 'hono'
 import { HTTPException } from 'hono/http-exception'
+import { validator } from 'hono/validator'
 import { Redis } from 'ioredis'
 import pino from 'pino'
 import { describe, expect, it } from 'vitest'
@@ -48,6 +49,15 @@ describe('errorHandler', () => {
     const r = await app.request('/')
     expect(r.status).toBe(413)
     expect((await r.json()).error.code).toBe('payload_too_large')
+  })
+
+  it('answers a malformed JSON body (Hono’s validator) as invalid_json, like the routes that parse their own bodies', async () => {
+    const app = new Hono()
+    app.post('/', validator('json', (v) => v), (c) => c.json(c.req.valid('json')))
+    app.onError(errorHandler(pino({ level: 'silent' })))
+    const r = await app.request('/', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{' })
+    expect(r.status).toBe(400)
+    expect((await r.json()).error).toMatchObject({ code: 'invalid_json', message: 'body is not valid JSON' })
   })
 
   it('answers 503 with Retry-After when NATS or Redis is down, naming it, without a stack in the log', async () => {

@@ -36,13 +36,24 @@ export function downDependency(err: unknown): 'nats' | 'redis' | null {
  * they are, a dependency that is down as 503 with Retry-After (the client should retry), anything
  * else as 500 with the stack in the log.
  */
+/**
+ * Hono's own exceptions. Its validator answers an unreadable body with a 400: the same codes as the
+ * routes that parse their bodies themselves (`invalid_json`, `invalid_body`).
+ */
+function fromHttpException(err: HTTPException): ApiError {
+  const status = err.status as ApiError['status']
+  if (status === 413) return new ApiError(413, 'payload_too_large', err.message || 'body too large')
+  if (status === 400) return /json/i.test(err.message) ? new ApiError(400, 'invalid_json', 'body is not valid JSON') : new ApiError(400, 'invalid_body', err.message || 'body is unreadable')
+  return new ApiError(status, 'http_error', err.message || 'request failed')
+}
+
 export function errorHandler(log: Logger) {
   return (err: Error, c: Context) => {
     const request_id = (c.get('requestId') as string | undefined) ?? ''
     let e: ApiError
     let dependency: ReturnType<typeof downDependency>
     if (err instanceof ApiError) e = err
-    else if (err instanceof HTTPException) e = new ApiError(err.status as ApiError['status'], err.status === 413 ? 'payload_too_large' : 'http_error', err.message || 'request failed')
+    else if (err instanceof HTTPException) e = fromHttpException(err)
     else if ((dependency = downDependency(err))) {
       log.warn({ err: String(err), dependency, request_id }, 'dependency unavailable; answering 503')
       e = unavailable(dependency)
