@@ -101,6 +101,12 @@ describe('GET /v1/rankings/regions', () => {
         .sort((a, b) => (a.v === null || b.v === null ? (a.v === b.v ? a.c.localeCompare(b.c) : a.v === null ? 1 : -1) : b.v - a.v || a.c.localeCompare(b.c)))
       expect(r.json.entries.map((e: any) => [e.rank, e.region, e.value])).toEqual(want.map((w, i) => [i + 1, w.c, w.v]))
     }
+    // The days a ranking reports: a closed period's own, all-time's up to today (not tomorrow).
+    const day = (await s.call('GET', `/v1/rankings/regions?parent=${CITY}&period=day&date=${isoDay(now)}`)).json
+    expect([day.from, day.to]).toEqual([isoDay(now), isoDay(now)])
+    const all = (await s.call('GET', `/v1/rankings/regions?parent=${CITY}&period=all`)).json
+    expect(all.to).toBe(isoDay(Date.now()))
+    expect((await s.call('GET', `/v1/rankings/institutions?region=${CITY}&period=all`)).json.to).toBe(isoDay(Date.now()))
     expect((await s.call('GET', `/v1/rankings/regions?parent=430623110`)).status).toBe(400)
     expect((await s.call('GET', `/v1/rankings/regions?parent=${CITY}`, { token: key })).status).toBe(403)
   })

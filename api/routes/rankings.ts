@@ -8,13 +8,17 @@ import { scopedRegion, Kpi, regionKpis, rollupCounts, type KpiDeps } from './kpi
 const METRICS = ['shares', 'registration_ratio', 'activity_rate'] as const
 const INST_METRICS = ['shares', 'activity_rate', 'certified', 'new_registrations'] as const
 
-/** The day range of a period containing `date` (default today); `all` ends tomorrow. */
-function periodDays(period: Period, date: string | undefined): { fromMs: number; toEndMs: number } {
+/**
+ * The day range of a period containing `date` (default today), and the days it reports (`from`, `to`
+ * inclusive). `all` reads through tomorrow (events may run up to minutes ahead) and reports today.
+ */
+function periodDays(period: Period, date: string | undefined): { fromMs: number; toEndMs: number; from: string; to: string } {
   const at = date === undefined ? Date.now() : parseDay(date)
   if (at === null) throw badRequest('date: must be a day YYYY-MM-DD')
   const range = periodRange(period, at)
-  const toEndMs = Number.isFinite(range.endMs) ? range.endMs : Date.now() - (Date.now() % DAY_MS) + 2 * DAY_MS
-  return { fromMs: range.startMs, toEndMs }
+  const open = !Number.isFinite(range.endMs)
+  const toEndMs = open ? Date.now() - (Date.now() % DAY_MS) + 2 * DAY_MS : range.endMs
+  return { fromMs: range.startMs, toEndMs, from: isoDay(range.startMs), to: isoDay(open ? Date.now() : range.endMs - 1) }
 }
 
 /** Sorts by value descending; unknown values last; ties by key. */
@@ -66,14 +70,14 @@ export function mountRankings(app: OpenAPIHono<AuthEnv>, deps: KpiDeps) {
     const p = c.get('principal')
     const parent = scopedRegion(p, q.parent, deps.tree)
     if (parent.length === 9) throw badRequest('parent: a town has no child regions')
-    const { fromMs, toEndMs } = periodDays(q.period, q.date)
+    const { fromMs, toEndMs, from, to } = periodDays(q.period, q.date)
     const { children } = await regionKpis(deps, parent, fromMs, toEndMs)
     return c.json({
       parent: parent || null,
       metric: q.metric,
       period: q.period,
-      from: isoDay(fromMs),
-      to: isoDay(toEndMs - 1),
+      from,
+      to,
       entries: rank(children, (k) => k[q.metric], (k) => k.region!),
     }, 200)
   })
@@ -121,12 +125,12 @@ export function mountInstitutionRankings(app: OpenAPIHono<AuthEnv>, deps: KpiDep
     const q = c.req.valid('query')
     const p = c.get('principal')
     const region = scopedRegion(p, q.region, deps.tree)
-    const { fromMs, toEndMs } = periodDays(q.period, q.date)
+    const { fromMs, toEndMs, from, to } = periodDays(q.period, q.date)
     const counts = await rollupCounts(deps.ch, [region], null, isoDay(fromMs), isoDay(toEndMs - 1))
     const items = [...counts.entries()]
       .map(([k, n]) => ({ institution_id: k.slice(k.indexOf('|') + 1), ...n, activity_rate: n.certified ? n.active / n.certified : null }))
       .filter((x) => x.certified > 0 || x.active > 0)
     const ranked = rank(items, (x) => x[q.metric], (x) => x.institution_id)
-    return c.json({ region: region || null, metric: q.metric, period: q.period, from: isoDay(fromMs), to: isoDay(toEndMs - 1), total: ranked.length, entries: ranked.slice(0, q.limit) }, 200)
+    return c.json({ region: region || null, metric: q.metric, period: q.period, from, to, total: ranked.length, entries: ranked.slice(0, q.limit) }, 200)
   })
 }
