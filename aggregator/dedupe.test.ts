@@ -115,6 +115,14 @@ describe('ranking', () => {
     const p2 = (await s.call('GET', `/v1/leaderboards?metric=shares&period=day&region=430623101&limit=1&after=${p1.next}`)).json
     expect(p2.entries.map((e: any) => [e.rank, e.user_id])).toEqual([[2, 'late']])
     expect(p2.next).toBeNull()
+    // A cursor belongs to its board: on another period or metric it is refused, not read as an empty page.
+    for (const other of ['metric=shares&period=all', 'metric=points&period=day']) {
+      const r = await s.call('GET', `/v1/leaderboards?${other}&region=430623101&limit=1&after=${p1.next}`)
+      expect([r.status, r.json.error?.code], other).toEqual([400, 'invalid_cursor'])
+    }
+    // A cursor cut before boards were tagged (score and user only) still pages.
+    const untagged = Buffer.from(JSON.stringify(JSON.parse(Buffer.from(p1.next, 'base64url').toString()).slice(0, 2))).toString('base64url')
+    expect((await s.call('GET', `/v1/leaderboards?metric=shares&period=day&region=430623101&limit=1&after=${untagged}`)).json.entries).toEqual(p2.entries)
     const me = (await s.call('GET', '/v1/leaderboards/users/late?metric=shares&period=day&region=430623101&around=1')).json
     expect(me).toMatchObject({ rank: 2, score: 3, total: 2 })
     expect(me.entries.map((e: any) => e.user_id)).toEqual(['early', 'late'])

@@ -271,7 +271,7 @@ export function mountCampaigns(app: OpenAPIHono<AuthEnv>, deps: CampaignsDeps) {
       return {
         rank, user_id, name: info ? displayName(info.name, p) : '', institution_id: info?.institution_id ?? null, region_code: info?.region_code ?? null,
         score: count, reached_at: shanghaiIso(reachedAt), eligible, prize: eligible && rank <= c.top_n ? prizeOf(c, rank) : null,
-        _cursor: encodeCursor(stored, user_id),
+        _cursor: encodeCursor(stored, user_id, keys.campaignBoard(c.id)),
       }
     })
   }

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi'
 import type { Redis } from 'ioredis'
 import { badRequest, forbidden, notFound } from '../../core/errors.ts'
@@ -89,13 +90,22 @@ async function toEntries(redis: Redis, board: Board, flat: string[], firstRank: 
   })
 }
 
-export const encodeCursor = (score: number, user: string) => Buffer.from(JSON.stringify([score, user])).toString('base64url')
-export function decodeCursor(s: string): [number, string] {
+/** A short tag of the board a cursor was cut from (its Redis key: metric, scope, period and bucket). */
+const boardTag = (key: string) => createHash('sha1').update(key).digest('base64url').slice(0, 8)
+
+/** The cursor after an entry: its stored score and user id, and the board's tag. */
+export const encodeCursor = (score: number, user: string, key: string) => Buffer.from(JSON.stringify([score, user, boardTag(key)])).toString('base64url')
+/** A cursor of this board; one cut from another board (say all-time, used on a month) is refused rather than read as an empty page. */
+export function decodeCursor(s: string, key: string): [number, string] {
+  let v: unknown
   try {
-    const v = JSON.parse(Buffer.from(s, 'base64url').toString()) as unknown
-    if (Array.isArray(v) && typeof v[0] === 'number' && typeof v[1] === 'string') return [v[0], v[1]]
+    v = JSON.parse(Buffer.from(s, 'base64url').toString())
   } catch {
     /* fall through */
+  }
+  if (Array.isArray(v) && typeof v[0] === 'number' && typeof v[1] === 'string' && (v.length === 2 || (v.length === 3 && typeof v[2] === 'string'))) {
+    if (v.length === 3 && v[2] !== boardTag(key)) throw badRequest('after: a cursor from another board (metric, region, institution or period); start again without it', 'invalid_cursor')
+    return [v[0], v[1]]
   }
   throw badRequest('after: not a cursor this service returned', 'invalid_cursor')
 }
@@ -106,7 +116,7 @@ export function decodeCursor(s: string): [number, string] {
  */
 export async function pageBoard(redis: Redis, key: string, limit: number, after?: string): Promise<{ flat: string[]; firstRank: number }> {
   if (!after) return { flat: await redis.zrange(key, 0, String(limit - 1), 'WITHSCORES'), firstRank: 1 }
-  const [score, user] = decodeCursor(after)
+  const [score, user] = decodeCursor(after, key)
   // Members at the cursor's score sort by user id; skip up to and including the cursor.
   let flat: string[] = []
   let extra = 0
@@ -164,7 +174,7 @@ export function mountLeaderboards(app: OpenAPIHono<AuthEnv>, deps: LeaderboardDe
     const { flat, firstRank } = await pageBoard(redis, board.key, q.limit, q.after)
     const entries = await toEntries(redis, board, flat, firstRank, c.get('principal'))
     const last = entries[entries.length - 1]
-    const next = last && last.rank < total && entries.length === q.limit ? encodeCursor(last._stored, last.user_id) : null
+    const next = last && last.rank < total && entries.length === q.limit ? encodeCursor(last._stored, last.user_id, board.key) : null
     return c.json({
       metric: board.metric, region: board.region, institution: board.institution, period: board.range.period,
       from: board.range.from, to: board.range.to, total,

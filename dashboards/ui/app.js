@@ -463,6 +463,10 @@ async function renderLeaders(ctx, view, region, q) {
       }
     } catch (e) {
       if (!ctx.alive || (e instanceof ApiError && e.status === 401)) return
+      if (e instanceof ApiError && e.code === 'invalid_cursor' && cursors.length > 1) {
+        cursors = [null] // the board moved on under the pages (a new day began): back to its top
+        return void load()
+      }
       if (mode.kind === 'user' && e instanceof ApiError && (e.status === 404 || e.status === 403)) {
         $('#board-meta', view).innerHTML = `${e.status === 404 ? '未找到该科普员' : '该科普员不在您的管辖范围内'} · <a href="#" id="back-top">返回榜首</a>`
         $('#board', view).innerHTML = ''
@@ -807,6 +811,10 @@ async function renderCampaign(ctx, view, id, q) {
       }
     } catch (e) {
       if (!ctx.alive || (e instanceof ApiError && e.status === 401)) return
+      if (e instanceof ApiError && e.code === 'invalid_cursor' && cursors.length > 1) {
+        cursors = [null] // the standings moved on under the pages (the campaign was settled): back to the top
+        return void load()
+      }
       if (mode.kind === 'user' && e instanceof ApiError && (e.status === 404 || e.status === 403)) {
         $('#standings-meta', view).innerHTML = `${e.status === 404 ? '未找到该科普员' : '该科普员不在您的管辖范围内'} · <a href="#" id="back-top">返回榜首</a>`
         $('#standings', view).innerHTML = ''
