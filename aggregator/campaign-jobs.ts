@@ -260,15 +260,22 @@ export function createCampaignJobs(deps: CampaignJobDeps) {
     return final
   }
 
-  /** One pass over the campaigns: backfills that are pending, settlements that are due. */
+  /**
+   * One pass over the campaigns: backfills that are pending, settlements that are due. A campaign
+   * whose job fails is logged and retried next pass; it does not hold up the others.
+   */
   async function tick(): Promise<void> {
     const now = Date.now()
     for (const c of await campaigns.list()) {
-      const st = campaignStatus(c, now)
-      if (st === 'final' || st === 'cancelled') continue
-      if (c.lease && c.lease.until > now && c.lease.owner !== me) continue
-      if (needsBackfill(c) && st !== 'settling') await backfill(c.id)
-      else if (st === 'settling') await settle(c.id)
+      try {
+        const st = campaignStatus(c, now)
+        if (st === 'final' || st === 'cancelled') continue
+        if (c.lease && c.lease.until > now && c.lease.owner !== me) continue
+        if (needsBackfill(c) && st !== 'settling') await backfill(c.id)
+        else if (st === 'settling') await settle(c.id)
+      } catch (err) {
+        log.error({ err: String(err), campaign: c.id }, 'campaign job failed; retrying next pass')
+      }
     }
   }
 

@@ -52,6 +52,8 @@ describe('POST /v1/campaigns', () => {
       [{ tiers: [{ from_rank: 1, to_rank: 200, prize: 'a' }] }, 400],
       [{ ends_at: '2020-12-31' }, 400],
       [{ starts_at: 'yesterday' }, 400],
+      [{ starts_at: 1e30, ends_at: 2e30 }, 400], // not a date: once stored, it broke the list, the jobs and rebuilds
+      [{ ends_at: '9999999999999999' }, 400],
       [{ region_code: '999999' }, 400],
       [{ institution_id: 'x' }, 400],
       [{ top_n: 0 }, 400],

@@ -104,6 +104,12 @@ describe('redemptions', () => {
     expect((await s.call('POST', '/v1/store/items', { token: tok.s2, body: { name: 'x', price: 1, stock: 1 } })).status).toBe(403)
     expect((await s.call('POST', '/v1/store/items', { body: { name: 'x', price: 0, stock: 1 } })).status).toBe(400)
     expect((await s.call('POST', '/v1/store/items', { body: { name: 'x', price: 1, stock: 1, starts_at: '2030-01-02', ends_at: '2030-01-01' } })).status).toBe(400)
+    // Not a date: refused, nothing stored, and the list still answers.
+    const items = (await s.call('GET', '/v1/store/items')).json.items.length
+    expect((await s.call('POST', '/v1/store/items', { body: { name: 'x', price: 1, stock: 1, starts_at: 1e30 } })).status).toBe(400)
+    expect((await s.call('PATCH', `/v1/store/items/${later.id}`, { body: { ends_at: 2e30 } })).status).toBe(400)
+    const list = await s.call('GET', '/v1/store/items')
+    expect([list.status, list.json.items.length]).toEqual([200, items])
     const patched = await s.call('PATCH', `/v1/store/items/${later.id}`, { body: { starts_at: null, stock: 8 } })
     expect(patched.json).toMatchObject({ on_sale: true, stock: 8, available: 8 })
     expect((await s.call('PATCH', `/v1/store/items/${later.id}`, { body: { stock: -1 } })).status).toBe(400)

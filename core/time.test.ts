@@ -32,5 +32,12 @@ describe('Asia/Shanghai calendar', () => {
     expect(parseInstant('2021-06-21T08:00:00')).toBeNull()
     expect(parseInstant('yesterday')).toBeNull()
     expect(parseInstant(-5)).toBeNull()
+    // Only 2000–2099: anything else is a typo or an attack (1e30 would not even print as a date).
+    for (const bad of [1e30, 2e15, '9999999999999999', 946684799999, '1999-12-31T23:59:59Z', '2100-01-01T00:00:00Z', 1.5]) expect(parseInstant(bad), String(bad)).toBeNull()
+    expect(parseInstant(946684800000)).toBe(946684800000)
+    expect(parseInstant('2099-12-31T23:59:59.999Z')).toBe(Date.UTC(2100, 0, 1) - 1)
+    expect(parseDay('1999-12-31')).toBeNull()
+    expect(parseDay('9999-12-31')).toBeNull()
+    expect(parseDay('2099-12-31')).not.toBeNull()
   })
 })

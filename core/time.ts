@@ -46,7 +46,7 @@ export function compactDay(ms: number): string {
 
 /** Parses a bare 'YYYY-MM-DD' as the start of that Shanghai day; null when not a real date. */
 export function parseDay(s: string): number | null {
-  const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(s)
+  const m = /^(20\d{2})-(\d{2})-(\d{2})$/.exec(s) // 2000–2099, as instants
   if (!m) return null
   const [y, mo, d] = [Number(m[1]), Number(m[2]) - 1, Number(m[3])]
   const ms = shanghaiMidnight(y, mo, d)
@@ -109,15 +109,19 @@ function mk(period: Period, key: string, startMs: number, endMs: number): Period
   return { period, key, startMs, endMs, from: isoDay(startMs), to: isoDay(endMs - 1) }
 }
 
-/** Parses an API time: ISO-8601 with an offset, or epoch milliseconds (number or digit string). */
+/** The instants the API takes: from 2000-01-01 to the end of 2099 (UTC). Beyond, a time is a typo or an attack, and some would not even print. */
+export const INSTANT_MIN_MS = Date.UTC(2000, 0, 1)
+export const INSTANT_MAX_MS = Date.UTC(2100, 0, 1) - 1
+
+/** Parses an API time: ISO-8601 with an offset, or epoch milliseconds (number or digit string), within 2000–2099. */
 export function parseInstant(v: unknown): number | null {
-  if (typeof v === 'number') return Number.isFinite(v) && Number.isInteger(v) && v > 0 ? v : null
+  const inRange = (ms: number) => (Number.isInteger(ms) && ms >= INSTANT_MIN_MS && ms <= INSTANT_MAX_MS ? ms : null)
+  if (typeof v === 'number') return inRange(v)
   if (typeof v !== 'string') return null
-  if (/^\d{10,16}$/.test(v)) return Number(v)
+  if (/^\d{10,16}$/.test(v)) return inRange(Number(v))
   // Require an explicit offset (Z or ±hh:mm): a bare local time is ambiguous.
   if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$/i.test(v)) return null
-  const ms = Date.parse(v)
-  return Number.isFinite(ms) ? ms : null
+  return inRange(Date.parse(v))
 }
 
 /** ISO-8601 in Asia/Shanghai with its +08:00 offset, e.g. 2026-11-23T10:00:00.000+08:00. */
