@@ -15,6 +15,11 @@ describe('admitEvent', () => {
     // The device clock runs 5 minutes fast: it says it sent at now+5min.
     const r = admitEvent({ ...share, ts: now + 300_000 - 2000, sent_at: now + 300_000 }, ctx, bounds)
     expect(r.ok && r.event.ts).toBe(now - 2000)
+    // A phone whose clock was reset to 1970: its times are far off, the correction puts them right.
+    const reset = admitEvent({ ...share, ts: 86_400_000 - 3000, sent_at: 86_400_000 }, ctx, bounds)
+    expect(reset.ok && reset.event.ts).toBe(now - 3000)
+    // Beyond 2099 is no clock at all.
+    expect(admitEvent({ ...share, ts: 1e30, sent_at: 1e30 }, ctx, bounds)).toMatchObject({ ok: false, rejection: { code: 'invalid_event' } })
   })
   it('rejects unknown types, missing per-type fields and bad ids with a code', () => {
     expect(admitEvent({ ...share, type: 'nope' }, ctx, bounds)).toMatchObject({ ok: false, rejection: { code: 'unknown_type' } })

@@ -11,7 +11,7 @@ export const CHANNELS = ['wechat', 'moments', 'qq', 'weibo', 'other'] as const
 
 export const USER_ID = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be 1–64 of [A-Za-z0-9_-]')
 export const EVENT_ID = z.string().regex(/^[\x21-\x7e]{1,128}$/, 'must be 1–128 printable ASCII characters')
-const instant = z.union([z.string(), z.number()]).refine((v) => parseInstant(v) !== null, {
+const instant = z.union([z.string(), z.number()]).refine((v) => parseInstant(v, true) !== null, {
   message: 'must be ISO-8601 with an offset or epoch milliseconds',
 })
 const opaque = z.string().min(1).max(128)
@@ -99,8 +99,8 @@ export function admitEvent(
     return { ok: false, rejection: { code, message: `${field}: ${issue.message}` } }
   }
   const e = r.data
-  const clientTs = parseInstant(e.ts)!
-  const sentAt = e.sent_at === undefined ? null : parseInstant(e.sent_at)!
+  const clientTs = parseInstant(e.ts, true)!
+  const sentAt = e.sent_at === undefined ? null : parseInstant(e.sent_at, true)!
   const ts = sentAt === null ? clientTs : clientTs + (ctx.receivedAt - sentAt)
   if (ts < ctx.receivedAt - bounds.maxAgeMs) {
     return { ok: false, rejection: { code: 'too_old', message: `event time is more than ${bounds.maxAgeMs / 3600_000} h in the past` } }

@@ -113,9 +113,14 @@ function mk(period: Period, key: string, startMs: number, endMs: number): Period
 export const INSTANT_MIN_MS = Date.UTC(2000, 0, 1)
 export const INSTANT_MAX_MS = Date.UTC(2100, 0, 1) - 1
 
-/** Parses an API time: ISO-8601 with an offset, or epoch milliseconds (number or digit string), within 2000–2099. */
-export function parseInstant(v: unknown): number | null {
-  const inRange = (ms: number) => (Number.isInteger(ms) && ms >= INSTANT_MIN_MS && ms <= INSTANT_MAX_MS ? ms : null)
+/**
+ * Parses an API time: ISO-8601 with an offset, or epoch milliseconds (number or digit string), within
+ * 2000–2099. A device's own clock (`clock`: an event's ts and sent_at) may be anywhere from 1970 to
+ * 2099: a phone reset to 1970 is exactly what the sent_at correction is for.
+ */
+export function parseInstant(v: unknown, clock = false): number | null {
+  const min = clock ? 1 : INSTANT_MIN_MS
+  const inRange = (ms: number) => (Number.isInteger(ms) && ms >= min && ms <= INSTANT_MAX_MS ? ms : null)
   if (typeof v === 'number') return inRange(v)
   if (typeof v !== 'string') return null
   if (/^\d{10,16}$/.test(v)) return inRange(Number(v))
