@@ -28,6 +28,25 @@ describe('operations', () => {
   })
 })
 
+describe('request bodies', () => {
+  it('answers 413 for a body over 1 MiB on any route, before authentication; bulk uploads keep their own larger limits', async () => {
+    const big = JSON.stringify({ phone: '13800000000', password: 'x'.repeat(1024 * 1024 + 10) })
+    for (const [method, path, token] of [['POST', '/v1/auth/login', null], ['POST', '/v1/campaigns', undefined], ['POST', '/v1/apps', 'not-a-token']] as const) {
+      const r = await s.call(method, path, { token, body: big })
+      expect([r.status, r.json.error.code], path).toEqual([413, 'payload_too_large'])
+    }
+    // A task breakdown of 10,000 units (over 1 MiB) is read: its rows are judged one by one.
+    const units = Array.from({ length: 10_000 }, (_, i) => ({ region_code: '430623110', name: `单位${i}`.padEnd(40, '·'), registration_target: 1, share_target: 1 }))
+    expect(JSON.stringify({ units }).length).toBeGreaterThan(1024 * 1024)
+    const tasks = await s.call('PUT', '/v1/tasks/2026', { body: { units } })
+    expect(tasks.status, tasks.text.slice(0, 200)).toBe(200)
+    // A users import of 2 MiB is read too (its limit is 10 MiB): every row is judged.
+    const rows = Array.from({ length: 10_000 }, (_, i) => ({ phone: 'bad', real_name: '某'.repeat(60), region_code: '430623110', note: i }))
+    const imp = await s.call('POST', '/v1/users:import', { body: { users: rows } })
+    expect([imp.status, imp.json.errors?.length]).toEqual([200, 10_000])
+  })
+})
+
 describe('POST /v1/apps', () => {
   it('creates an app whose key is shown once and stored only as a hash', async () => {
     const r = await s.call('POST', '/v1/apps', { body: { name: '科普中国 App' } })

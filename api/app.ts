@@ -31,6 +31,7 @@ import { mountTrend } from './routes/trend.ts'
 import { mountLive } from './routes/live.ts'
 import { SUBJECT_EVENTS, SUBJECT_LIVE } from '../core/stream.ts'
 import { mountDashboardAssets } from '../dashboards/assets.ts'
+import { defaultBodyLimit } from './middleware/body-limit/index.ts'
 
 /** The HTTP surface of one process: ingest and/or API routes by role, health and docs always. */
 export function createApp(config: Config, deps: Deps & { adminToken: string; aggregator?: () => Aggregator | null }) {
@@ -55,6 +56,9 @@ export function createApp(config: Config, deps: Deps & { adminToken: string; agg
   })
   app.onError(errorHandler(log))
   app.notFound(notFoundHandler)
+  // Every body is at most 1 MiB (413), before authentication; bulk uploads and events set their own.
+  const ownLimit = /^\/v1\/(events|users:import|populations:import|tasks\/\d{4}(:import)?)$/
+  app.use('*', defaultBodyLimit(1024 * 1024, '1 MiB', (_method, path) => ownLimit.test(path)))
 
   mountHealth(app, deps)
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer' })

@@ -130,7 +130,7 @@ export function mountTasks(app: OpenAPIHono<AuthEnv>, deps: TaskDeps) {
     path: '/v1/tasks/{year}',
     summary: 'Set targets for units (regions below yours, or institutions in your region) for a year',
     security: [{ bearer: [] }],
-    middleware: [requireStaff()] as const,
+    middleware: [requireStaff(), limitBody(2 * 1024 * 1024, '2 MiB')] as const,
     request: { params: Year, body: { required: true, content: { 'application/json': { schema: z.object({ units: z.array(z.record(z.string(), z.unknown())).max(10_000) }) } } } },
     responses: { 200: { description: 'Saved', content: { 'application/json': { schema: z.object({ saved: z.number().int(), errors: RowErrors }) } } }, ...errorResponses(400, 401, 403) },
   })

@@ -30,6 +30,15 @@ async function drain(c: Context) {
   }
 }
 
+/**
+ * The limit every request body gets unless its route sets its own (`ownLimit` says which do: bulk
+ * uploads, larger). Applied before authentication, so an anonymous flood is cut at the limit too.
+ */
+export function defaultBodyLimit(maxSize: number, label: string, ownLimit: (method: string, path: string) => boolean): MiddlewareHandler {
+  const limit = limitBody(maxSize, label)
+  return (c, next) => (ownLimit(c.req.method, c.req.path) ? next() : limit(c, next))
+}
+
 export function limitBody(maxSize: number, label: string): MiddlewareHandler {
   return bodyLimit({
     maxSize,
