@@ -91,6 +91,10 @@ describe('list, edit, cancel', () => {
     expect(e.json).toMatchObject({ top_n: 50, name: '华容县竞赛', region_code: '430623' })
     expect((await s.call('PATCH', `/v1/campaigns/${county.id}`, { token: tok.county, body: { top_n: 10 } })).status).toBe(400) // tier 1–50 beyond top 10
     expect((await s.call('PATCH', `/v1/campaigns/${next.id}`, { token: tok.county, body: { top_n: 10 } })).status).toBe(403)
+    // Not into the past: its past events would never be counted (the catch-up runs once, at creation).
+    const past = await s.call('PATCH', `/v1/campaigns/${county.id}`, { token: tok.county, body: { starts_at: Date.now() - DAY } })
+    expect([past.status, past.json.error.code]).toEqual([400, 'starts_in_past'])
+    expect((await s.call('GET', `/v1/campaigns/${county.id}`, { token: tok.county })).json).toMatchObject({ status: 'scheduled', top_n: 50 })
     const started = (await s.call('GET', '/v1/campaigns?region=4306&status=settling', { token: tok.city })).json.entries[0]
     expect((await s.call('PATCH', `/v1/campaigns/${started.id}`, { token: tok.city, body: { name: 'x' } })).status).toBe(409)
 

@@ -203,7 +203,7 @@ export function mountCampaigns(app: OpenAPIHono<AuthEnv>, deps: CampaignsDeps) {
   const edit = createRoute({
     method: 'patch',
     path: '/v1/campaigns/{id}',
-    summary: 'Edit a campaign before it starts (409 once it has started)',
+    summary: 'Edit a campaign before it starts (409 once it has started; 400 starts_in_past for a start moved into the past)',
     security: [{ bearer: [] }],
     middleware: [requireStaff()] as const,
     request: { params: Id, body: { required: true, content: { 'application/json': { schema: CampaignPatch } } } },
@@ -222,6 +222,9 @@ export function mountCampaigns(app: OpenAPIHono<AuthEnv>, deps: CampaignsDeps) {
       ...Object.fromEntries(Object.entries(patch).filter(([, v]) => v !== undefined)),
     })
     const next = validated(deps, p, merged)
+    // The catch-up count over past events runs once, for the campaign as created; an edit starts
+    // nothing new, so it may not reach into the past.
+    if (campaignStatus(cur) === 'scheduled' && next.starts_at < Date.now()) throw badRequest('starts_at: an edit cannot move the start into the past; cancel the campaign and create it anew (a new campaign counts its past events)', 'starts_in_past')
     try {
       const saved = await deps.campaigns.update(cur.id, (now) => {
         if (campaignStatus(now) !== 'scheduled') throw new ApiError(409, 'already_started', 'a campaign can be edited only before it starts')
