@@ -38,6 +38,10 @@ describe('review flow', () => {
     expect((await s.call('GET', '/v1/me/certification', { token: a.token })).status).toBe(404)
     expect((await s.call('POST', '/v1/me/certification', { token: a.token, body: { ...APPLY, region_code: '430623' } })).status).toBe(400) // not a town
     expect((await s.call('POST', '/v1/me/certification', { token: a.token, body: { ...APPLY, kind: '村级' } })).status).toBe(400)
+    // Only an approved institution: a made-up one would show on boards, rankings and exports.
+    const ghost = await s.call('POST', '/v1/me/certification', { token: a.token, body: { ...APPLY, institution_id: 'ghost_inst' } })
+    expect([ghost.status, ghost.json.error.code]).toEqual([400, 'unknown_institution'])
+    expect((await s.call('GET', '/v1/me/certification', { token: a.token })).status).toBe(404)
     const first = await s.call('POST', '/v1/me/certification', { token: a.token, body: APPLY })
     expect(first.status, first.text).toBe(201)
     expect(first.json).toMatchObject({ status: 'pending', phone: '13300000010', real_name: '王五' })

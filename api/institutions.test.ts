@@ -108,8 +108,14 @@ describe('registration and review', () => {
     // Held again: a second registration of the name is refused.
     expect((await s.call('POST', '/v1/institutions', { token: acct.m1.token, body: SCHOOL })).status).toBe(409)
 
+    // A certification may name it only once it is approved.
+    const apply = { real_name: '新人', region_code: TOWN, unit_name: '插旗镇中心学校', kind: '个人用户', institution_id: instId }
+    expect((await s.call('POST', '/v1/me/certification', { token: acct.newbie.token, body: apply })).json.error.code).toBe('unknown_institution')
+
     const ok = await s.call('POST', `/v1/institutions/${instId}/approve`, { token: tok.town, body: {} })
     expect(ok.status, ok.text).toBe(200)
+    const applied = await s.call('POST', '/v1/me/certification', { token: acct.newbie.token, body: apply })
+    expect([applied.status, applied.json.institution_id]).toEqual([201, instId])
     expect(ok.json).toMatchObject({ status: 'approved', admins: ['boss'] })
     expect((await s.call('POST', `/v1/institutions/${instId}/approve`, { token: tok.county, body: {} })).status).toBe(200)
     expect((await s.call('GET', `/v1/institutions/${instId}`, { token: boss })).json).toMatchObject({ status: 'approved', admins: ['boss'] })

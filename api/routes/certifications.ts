@@ -8,6 +8,7 @@ import { chTime } from '../../core/schema.ts'
 import { maskPhone } from '../../core/sms.ts'
 import type { AccountScope, AccountStore } from '../../core/store/accounts.ts'
 import { CertConflict, type Certification, type CertificationStore } from '../../core/store/certifications.ts'
+import type { InstitutionStore } from '../../core/store/institutions.ts'
 import { USER_KINDS, type UserStore } from '../../core/store/users.ts'
 import { parseInstant, shanghaiIso } from '../../core/time.ts'
 import { accountOf, requireAccount, requireStaff, type AuthEnv, type Principal } from '../middleware/auth/index.ts'
@@ -32,6 +33,7 @@ export interface CertificationsDeps {
   redis: Redis
   ch: ClickHouseClient
   tree: RegionTree
+  institutions: Pick<InstitutionStore, 'get'>
 }
 
 const LEVEL: Record<string, number> = { 省级: 2, 市级: 4, 区县级: 6, 乡镇街道: 9 }
@@ -126,6 +128,10 @@ export function mountCertifications(app: OpenAPIHono<AuthEnv>, deps: Certificati
     const body = c.req.valid('json')
     const me = accountOf(c.get('principal'))!
     if (!deps.tree.get(body.region_code)) throw badRequest(`region_code ${body.region_code} is not a GB/T 2260 town`, 'unknown_region')
+    // Only an approved institution (as joining one asks): a made-up id would appear on boards and rankings.
+    if (body.institution_id && (await deps.institutions.get(body.institution_id))?.status !== 'approved') {
+      throw badRequest(`institution_id ${body.institution_id} is not an approved institution`, 'unknown_institution')
+    }
     const account = await deps.accounts.get(me.id)
     if (!account) throw notFound('account removed')
     const prevId = account.certification_id
