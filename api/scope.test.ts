@@ -159,6 +159,10 @@ const MATRIX: Row[] = [
   ['unknown institution members', 'GET', '/v1/institutions/inst_nope/members', undefined, { admin: 404, county: 403, communicator: 403 }],
   ['add institution admin next door', 'POST', () => `/v1/institutions/${inst.out}/admins`, { user_id: 'in-town' }, { county: 403, communicator: 403, app: 403, none: 401 }],
   ['remove institution admin next door', 'DELETE', () => `/v1/institutions/${inst.out}/admins/in-town`, undefined, { neighbour: 200, county: 403, town: 403, institution: 403, countyAdmin: 403, communicator: 403, app: 403, none: 401 }],
+  // An institution in her county is hers to rank and run campaigns for; an unregistered id only its own official's.
+  ['institution board in her county', 'GET', () => board(`institution=${inst.in}`), undefined, { admin: 200, county: 200, town: 200, neighbour: 403, institution: 403, communicator: 200, app: 200, none: 401 }],
+  ['board of an unregistered institution id', 'GET', () => board('institution=inst-s1'), undefined, { admin: 200, institution: 200, county: 403, neighbour: 403 }],
+  ['create a campaign of an institution in her county', 'POST', '/v1/campaigns', () => ({ name: 'x', institution_id: inst.in, starts_at: '2030-01-01', ends_at: '2030-02-01' }), { admin: 201, county: 201, town: 201, neighbour: 403, institution: 403, app: 403, none: 401 }],
   ['my institutions', 'GET', '/v1/me/institutions', undefined, { communicator: 200, countyAdmin: 200, admin: 403, county: 403, app: 403, none: 401 }],
   ['my institution', 'GET', '/v1/me/institution', undefined, { communicator: 200, countyAdmin: 200, admin: 403, county: 403, app: 403, none: 401 }],
   ['join an unknown institution', 'POST', '/v1/me/institution', { institution_id: 'inst_nope' }, { communicator: 404, admin: 403, county: 403, app: 403, none: 401 }],

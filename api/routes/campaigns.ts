@@ -14,7 +14,8 @@ import type { RegionTree } from '../../core/regions.ts'
 import { campaignProblems, campaignStatus, CampaignConflict, Tier, type Campaign, type CampaignStore, type NewCampaign } from '../../core/store/campaigns.ts'
 import { DAY_MS, parseDay, parseInstant, shanghaiIso } from '../../core/time.ts'
 import { requireStaff, type AuthEnv, type Principal } from '../middleware/auth/index.ts'
-import { covers, mustCover, mustRead, type Target } from '../middleware/scope/index.ts'
+import { covers, institutionTarget, mustCover, mustRead, type Target } from '../middleware/scope/index.ts'
+import type { InstitutionStore } from '../../core/store/institutions.ts'
 import { errorResponses } from '../schemas.ts'
 
 /**
@@ -25,6 +26,7 @@ import { errorResponses } from '../schemas.ts'
 export interface CampaignsDeps {
   campaigns: CampaignStore
   tree: RegionTree
+  institutions: Pick<InstitutionStore, 'get'>
   redis: Redis
   ch: ClickHouseClient
   /** Settlement on request (the same job the aggregators run when a campaign's cutoff passes). */
@@ -102,18 +104,19 @@ function instant(field: string, v: string | number, end: boolean): number {
   return ms
 }
 
-export const campaignTarget = (c: Pick<Campaign, 'region_code' | 'institution_id'>): Target =>
-  c.region_code !== null ? { region_code: c.region_code } : c.institution_id !== null ? { institution_id: c.institution_id } : { national: true }
+/** What a campaign is about, for scope checks: its region, its institution (with the institution's region) or the nation. */
+export const campaignTarget = (deps: Pick<CampaignsDeps, 'institutions'>, c: Pick<Campaign, 'region_code' | 'institution_id'>): Promise<Target> =>
+  Promise.resolve(c.region_code !== null ? { region_code: c.region_code } : c.institution_id !== null ? institutionTarget(c.institution_id, deps.institutions) : { national: true })
 
 /** Reads a campaign the principal may see (404 unknown, 403 outside scope). */
 export async function visibleCampaign(deps: CampaignsDeps, p: Principal, id: string): Promise<Campaign> {
   const c = await deps.campaigns.get(id)
   if (!c) throw notFound('no such campaign')
-  mustRead(p, campaignTarget(c))
+  mustRead(p, await campaignTarget(deps, c))
   return c
 }
 
-function validated(deps: CampaignsDeps, p: Principal, body: z.infer<typeof CampaignInput>): Omit<NewCampaign, 'created_by'> {
+async function validated(deps: CampaignsDeps, p: Principal, body: z.infer<typeof CampaignInput>): Promise<Omit<NewCampaign, 'created_by'>> {
   if (body.region_code !== undefined && body.institution_id !== undefined) throw badRequest('give region_code or institution_id, not both')
   if (body.region_code !== undefined && !deps.tree.get(body.region_code)) throw badRequest(`region_code: ${body.region_code} is not a GB/T 2260 division`, 'unknown_region')
   const c = {
@@ -130,7 +133,7 @@ function validated(deps: CampaignsDeps, p: Principal, body: z.infer<typeof Campa
   }
   const problems = campaignProblems(c)
   if (problems.length) throw badRequest(problems.join('; '))
-  mustCover(p, campaignTarget(c))
+  mustCover(p, await campaignTarget(deps, c))
   return c
 }
 
@@ -149,7 +152,7 @@ export function mountCampaigns(app: OpenAPIHono<AuthEnv>, deps: CampaignsDeps) {
   })
   app.openapi(create, async (c) => {
     const p = c.get('principal')
-    const input = validated(deps, p, c.req.valid('json'))
+    const input = await validated(deps, p, c.req.valid('json'))
     const created = await deps.campaigns.create({ ...input, created_by: p.kind === 'official' ? p.officialId : (p.kind === 'operator' ? p.officialId ?? 'admin' : 'app') })
     return c.json(campaignJson(created), 201)
   })
@@ -183,7 +186,9 @@ export function mountCampaigns(app: OpenAPIHono<AuthEnv>, deps: CampaignsDeps) {
     const q = c.req.valid('query')
     const p = c.get('principal')
     const now = Date.now()
-    let all = (await deps.campaigns.list()).filter((x) => p.kind === 'app' || covers(p, campaignTarget(x)))
+    const listed = await deps.campaigns.list()
+    const seen = await Promise.all(listed.map(async (x) => p.kind === 'app' || covers(p, await campaignTarget(deps, x))))
+    let all = listed.filter((_, i) => seen[i])
     if (q.region) all = all.filter((x) => x.region_code !== null && x.region_code.startsWith(q.region!))
     if (q.status) all = all.filter((x) => campaignStatus(x, now) === q.status)
     // Keyset: newest first, then id; the cursor is the last entry's (created_at, id), so a page
@@ -212,7 +217,7 @@ export function mountCampaigns(app: OpenAPIHono<AuthEnv>, deps: CampaignsDeps) {
   app.openapi(edit, async (c) => {
     const p = c.get('principal')
     const cur = await visibleCampaign(deps, p, c.req.valid('param').id)
-    mustCover(p, campaignTarget(cur))
+    mustCover(p, await campaignTarget(deps, cur))
     const patch = c.req.valid('json')
     const keepTarget = patch.region_code === undefined && patch.institution_id === undefined
     const merged = CampaignInput.parse({
@@ -221,7 +226,7 @@ export function mountCampaigns(app: OpenAPIHono<AuthEnv>, deps: CampaignsDeps) {
       ...(keepTarget ? { region_code: cur.region_code ?? undefined, institution_id: cur.institution_id ?? undefined } : {}),
       ...Object.fromEntries(Object.entries(patch).filter(([, v]) => v !== undefined)),
     })
-    const next = validated(deps, p, merged)
+    const next = await validated(deps, p, merged)
     // The catch-up count over past events runs once, for the campaign as created; an edit starts
     // nothing new, so it may not reach into the past.
     if (campaignStatus(cur) === 'scheduled' && next.starts_at < Date.now()) throw badRequest('starts_at: an edit cannot move the start into the past; cancel the campaign and create it anew (a new campaign counts its past events)', 'starts_in_past')
@@ -249,7 +254,7 @@ export function mountCampaigns(app: OpenAPIHono<AuthEnv>, deps: CampaignsDeps) {
   app.openapi(cancel, async (c) => {
     const p = c.get('principal')
     const cur = await visibleCampaign(deps, p, c.req.valid('param').id)
-    mustCover(p, campaignTarget(cur))
+    mustCover(p, await campaignTarget(deps, cur))
     const saved = await deps.campaigns.update(cur.id, (now) => {
       if (now.settled_at !== null) throw new ApiError(409, 'already_final', 'a settled campaign cannot be cancelled')
       return now.cancelled_at !== null ? now : { ...now, cancelled_at: Date.now() }
@@ -401,7 +406,7 @@ export function mountCampaigns(app: OpenAPIHono<AuthEnv>, deps: CampaignsDeps) {
     app.openapi(route, async (c) => {
       const p = c.get('principal')
       const camp = await visibleCampaign(deps, p, c.req.valid('param').id)
-      mustCover(p, campaignTarget(camp))
+      mustCover(p, await campaignTarget(deps, camp))
       const rows = await exportRows(camp, p)
       c.header('content-disposition', `attachment; filename="campaign-${camp.id}.${ext}"`)
       if (ext === 'csv') {
@@ -432,7 +437,7 @@ export function mountCampaigns(app: OpenAPIHono<AuthEnv>, deps: CampaignsDeps) {
   app.openapi(settle, async (c) => {
     const p = c.get('principal')
     const camp = await visibleCampaign(deps, p, c.req.valid('param').id)
-    mustCover(p, campaignTarget(camp))
+    mustCover(p, await campaignTarget(deps, camp))
     const st = campaignStatus(camp)
     if (st === 'final') return c.json(campaignJson(camp), 200)
     if (st === 'cancelled') throw new ApiError(409, 'cancelled', 'a cancelled campaign is not settled')

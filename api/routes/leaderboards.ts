@@ -8,13 +8,15 @@ import { boardKey, unpackScore, type BoardScope, type Metric } from '../../core/
 import type { UserStore } from '../../core/store/users.ts'
 import { parseDay, periodRange, PERIODS, shanghaiIso, type Period, type PeriodRange } from '../../core/time.ts'
 import type { AuthEnv, Principal } from '../middleware/auth/index.ts'
-import { coversUser, mustRead, type Target } from '../middleware/scope/index.ts'
+import type { InstitutionStore } from '../../core/store/institutions.ts'
+import { coversUser, institutionTarget, mustRead, type Target } from '../middleware/scope/index.ts'
 import { errorResponses } from '../schemas.ts'
 
 export interface LeaderboardDeps {
   redis: Redis
   tree: RegionTree
   users: UserStore
+  institutions: Pick<InstitutionStore, 'get'>
 }
 
 export const BoardEntry = z.object({
@@ -35,8 +37,8 @@ const BoardQuery = z.object({
   date: z.string().optional(),
 })
 
-function targetOf(b: Board): Target {
-  return b.institution ? { institution_id: b.institution } : b.region ? { region_code: b.region } : { national: true }
+async function targetOf(b: Board, deps: Pick<LeaderboardDeps, 'institutions'>): Promise<Target> {
+  return b.institution ? institutionTarget(b.institution, deps.institutions) : b.region ? { region_code: b.region } : { national: true }
 }
 
 interface Board {
@@ -169,7 +171,7 @@ export function mountLeaderboards(app: OpenAPIHono<AuthEnv>, deps: LeaderboardDe
   app.openapi(listRoute, async (c) => {
     const q = c.req.valid('query')
     const board = resolveBoard(q, tree)
-    mustRead(c.get('principal'), targetOf(board))
+    mustRead(c.get('principal'), await targetOf(board, deps))
     const total = await redis.zcard(board.key)
     const { flat, firstRank } = await pageBoard(redis, board.key, q.limit, q.after)
     const entries = await toEntries(redis, board, flat, firstRank, c.get('principal'))
@@ -205,7 +207,7 @@ export function mountLeaderboards(app: OpenAPIHono<AuthEnv>, deps: LeaderboardDe
     const q = c.req.valid('query')
     const board = resolveBoard(q, tree)
     const p = c.get('principal')
-    mustRead(p, targetOf(board))
+    mustRead(p, await targetOf(board, deps))
     const info = (await readInfos(redis, [user_id])).get(user_id) ?? (await deps.users.get(user_id))
     if (p.kind === 'official' && !(info && coversUser(p, info))) throw forbidden('outside your scope')
     if (!info) throw notFound('no such communicator')

@@ -8,6 +8,15 @@ import type { Principal } from '../auth/index.ts'
  */
 export type Target = { region_code: string } | { institution_id: string } | { national: true }
 
+/**
+ * An institution as a target: with its region when it is a registered institution, so that an
+ * official of a region covering it covers it too (her county's school); an unknown id has none.
+ */
+export async function institutionTarget(id: string, lookup: { get(id: string): Promise<{ region_code: string } | null> }): Promise<Target> {
+  const inst = await lookup.get(id)
+  return inst ? { institution_id: id, region_code: inst.region_code } : { institution_id: id }
+}
+
 export function covers(p: Principal, t: Target): boolean {
   if (p.kind === 'operator') return true
   if (p.kind !== 'official') return false
