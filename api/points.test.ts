@@ -79,16 +79,20 @@ describe('points and ledger', () => {
     for (let i = 0; i < 25; i++) events.push(share('p2', now - 1000 - i))
     for (let i = 0; i < 12; i++) events.push({ id: randomUUID(), type: 'read', user_id: 'p2', ts: now - 2000 - i, content_id: `c${i}` })
     events.push({ id: randomUUID(), type: 'comment', user_id: 'p2', ts: now - 3000 })
+    events.push({ id: randomUUID(), type: 'post', user_id: 'p2', ts: now - 3000, content_id: 'post-1' })
     await send(events)
     const r = await s.call('GET', '/v1/me/points', { token: t })
     const by = Object.fromEntries(r.json.today.actions.map((a: any) => [a.type, a]))
     expect(by.share_back).toEqual({ type: 'share_back', count: 25, points: 20, points_each: 1, points_left: 0, counts_left: 275 })
     expect(by.read).toMatchObject({ count: 10, points: 10, points_left: 0, counts_left: 0 })
     expect(by.comment).toMatchObject({ count: 1, points: 1, points_left: 9, counts_left: 9 })
-    expect(by.signin).toMatchObject({ count: 1, points: 3, counts_left: 0 })
-    // Yesterday's sign-in (2) + today's sign-in (3) + 20 + 10 + 1.
-    expect(r.json).toMatchObject({ earned: 36, balance: 36, redeemed: 0, streak: 2 })
-    expect(r.json.today.points).toBe(34)
+    // points_left counts points, not actions: two more posts at 3 points each.
+    expect(by.post).toMatchObject({ count: 1, points: 3, points_each: 3, points_left: 6, counts_left: 2 })
+    expect(by.signin).toMatchObject({ count: 1, points: 3, points_left: 0, counts_left: 0 })
+    expect(by.login).toMatchObject({ count: 0, points_left: 1 })
+    // Yesterday's sign-in (2) + today's sign-in (3) + 20 + 10 + 1 + 3.
+    expect(r.json).toMatchObject({ earned: 39, balance: 39, redeemed: 0, streak: 2 })
+    expect(r.json.today.points).toBe(37)
 
     const entries: any[] = []
     let after: string | null = null
@@ -98,8 +102,8 @@ describe('points and ledger', () => {
       entries.push(...page.json.entries)
       after = page.json.next
     } while (after)
-    expect(entries.reduce((a, e) => a + e.delta, 0)).toBe(36)
-    expect(entries).toHaveLength(1 + 1 + 20 + 10 + 1)
+    expect(entries.reduce((a, e) => a + e.delta, 0)).toBe(39)
+    expect(entries).toHaveLength(1 + 1 + 20 + 10 + 1 + 1)
     expect(new Set(entries.map((e) => e.id)).size).toBe(entries.length)
     expect(entries.every((e) => e.kind === 'earn' && e.source === e.id)).toBe(true)
     const times = entries.map((e) => Date.parse(e.at))

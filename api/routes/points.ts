@@ -137,7 +137,9 @@ export function mountPoints(app: OpenAPIHono<AuthEnv>, deps: PointsDeps, opts: {
         ? (count > 0 ? rule.points + Math.min(Number(today.ss ?? 1) - 1, SIGNIN_MAX_BONUS) : 0)
         : Math.min(count, rule.pointsLimit) * rule.points
       const next = type === 'signin' ? rule.points + Math.min(streak, SIGNIN_MAX_BONUS) : rule.points
-      return { type, count, points: pts, points_each: count > 0 && type === 'signin' ? pts : next, points_left: Math.max(0, rule.pointsLimit - count), counts_left: Math.max(0, rule.limit - count) }
+      // Points still to earn today (not actions): a sign-in not yet made is worth its streak's points.
+      const left = type === 'signin' ? (count > 0 ? 0 : next) : Math.max(0, rule.pointsLimit - count) * rule.points
+      return { type, count, points: pts, points_each: count > 0 && type === 'signin' ? pts : next, points_left: left, counts_left: Math.max(0, rule.limit - count) }
     })
     return c.json({
       user_id: u.id, ...bal, streak, signed_in_today: Number(today['n:signin'] ?? 0) > 0,
