@@ -18,3 +18,13 @@ export function toCsv(rows: unknown[][]): string {
 export function regionPath(tree: RegionTree, code: string): string {
   return [...tree.lineage(code)].reverse().map((r) => r.name).join('')
 }
+
+/**
+ * The 单位 column of an export: a registered institution's name; an id no institution holds (a unit
+ * code carried over on a roster) as it is.
+ */
+export async function unitNames(institutions: { get(id: string): Promise<{ name: string } | null> }, ids: Iterable<string | null>): Promise<(id: string | null) => string> {
+  const names = new Map<string, string>()
+  await Promise.all([...new Set([...ids].filter((x): x is string => !!x))].map(async (id) => names.set(id, (await institutions.get(id))?.name ?? id)))
+  return (id) => (id ? (names.get(id) ?? id) : '')
+}

@@ -191,6 +191,11 @@ describe('search, join, members', () => {
       { user_id: 'm1', name: '李老师', phone: '134****0002', region_code: TOWN, shares: sent.m1, points: sent.m1 },
       { user_id: 'm2', name: '王老师', phone: '134****0003', region_code: TOWN, shares: sent.m2, points: sent.m2 },
     ])
+    // Exports name the unit by the institution's name, not its id.
+    const csv = (await s.call('GET', `/v1/recognitions/communicators?region=${TOWN}&from=${today}&to=${today}&min_shares=1&format=csv`, { token: tok.county })).text
+    const lines = csv.trim().split('\r\n')
+    expect(lines.filter((l) => l.includes('李老师') || l.includes('王老师')).map((l) => l.split(',')[2])).toEqual(['插旗镇中心学校', '插旗镇中心学校'])
+    expect(csv).not.toContain(instId)
     const p1 = await s.call('GET', `/v1/institutions/${instId}/members?limit=1`, { token: tok.county })
     expect(p1.json.entries.map((e: any) => e.user_id)).toEqual(['m1'])
     const p2 = await s.call('GET', `/v1/institutions/${instId}/members?limit=1&after=${p1.json.next}`, { token: tok.county })

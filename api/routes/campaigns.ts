@@ -7,7 +7,7 @@ import { keys, readInfos } from '../../core/keys.ts'
 import { unpackCampaignScore } from '../../core/scoring.ts'
 import { prizeOf } from '../../core/store/campaigns.ts'
 import { maskPhone } from './users.ts'
-import { regionPath, toCsv } from '../csv.ts'
+import { regionPath, toCsv, unitNames } from '../csv.ts'
 import { BoardEntry, displayName, encodeCursor, pageBoard } from './leaderboards.ts'
 import { ApiError, badRequest, notFound } from '../../core/errors.ts'
 import type { RegionTree } from '../../core/regions.ts'
@@ -382,10 +382,11 @@ export function mountCampaigns(app: OpenAPIHono<AuthEnv>, deps: CampaignsDeps) {
       const r = await deps.ch.query({ query: 'SELECT id, phone FROM users FINAL WHERE has({ids:Array(String)}, id)', query_params: { ids: all.slice(i, i + 10_000).map((e) => e.user_id) }, format: 'JSONEachRow' })
       for (const u of (await r.json()) as { id: string; phone: string }[]) phones.set(u.id, u.phone)
     }
+    const unit = await unitNames(deps.institutions, all.map((e) => e.institution_id))
     const rows: (string | number)[][] = [['名次', '姓名', '单位', '地区', '手机号', camp.metric === 'shares' ? '转发量' : '积分', '达成时间', '完成基础任务', '奖项']]
     for (const e of all) {
       const region = e.region_code ? regionPath(deps.tree, e.region_code) : ''
-      rows.push([e.rank, e.name, e.institution_id ?? '', region, maskPhone(phones.get(e.user_id) ?? ''), e.score, e.reached_at, e.eligible ? '是' : '否', e.prize ?? ''])
+      rows.push([e.rank, e.name, unit(e.institution_id), region, maskPhone(phones.get(e.user_id) ?? ''), e.score, e.reached_at, e.eligible ? '是' : '否', e.prize ?? ''])
     }
     return rows
   }

@@ -7,7 +7,8 @@ import { requireStaff, type AuthEnv, type Principal } from '../middleware/auth/i
 import { errorResponses } from '../schemas.ts'
 import { scopedRegion, rollupCounts } from './kpis.ts'
 import { maskPhone } from './users.ts'
-import { regionPath, toCsv } from '../csv.ts'
+import type { InstitutionStore } from '../../core/store/institutions.ts'
+import { regionPath, toCsv, unitNames } from '../csv.ts'
 import { cursor } from '../cursor.ts'
 
 /**
@@ -20,6 +21,7 @@ import { cursor } from '../cursor.ts'
 export interface RecognitionDeps {
   ch: ClickHouseClient
   tree: RegionTree
+  institutions: Pick<InstitutionStore, 'get'>
 }
 
 const Range = z.object({
@@ -84,7 +86,8 @@ export function mountRecognitions(app: OpenAPIHono<AuthEnv>, deps: RecognitionDe
       if (entries.length > CSV_MAX_ROWS) throw tooLong(entries.length)
       c.header('content-type', 'text/csv; charset=utf-8')
       c.header('content-disposition', `attachment; filename="institutions-${region || 'national'}-${from}-${to}.csv"`)
-      return c.body(toCsv([['名次', '单位', '认证科普信息员', '转发量', '活跃人数', '积分'], ...entries.map((e) => [e.rank, e.institution_id, e.certified, e.shares, e.active, e.points])]), 200) as never
+      const unit = await unitNames(deps.institutions, entries.map((e) => e.institution_id))
+      return c.body(toCsv([['名次', '单位', '认证科普信息员', '转发量', '活跃人数', '积分'], ...entries.map((e) => [e.rank, unit(e.institution_id), e.certified, e.shares, e.active, e.points])]), 200) as never
     }
     // The cursor is the last entry's sort key (shares, certified, id): a page starts after it even
     // when the counts moved on in between.
@@ -157,9 +160,10 @@ export function mountRecognitions(app: OpenAPIHono<AuthEnv>, deps: RecognitionDe
     const entries = rows.map((x, i) => ({ rank: firstRank + i, user_id: x.user_id, name: x.name ?? '', institution_id: x.institution_id || null, region_code: x.region_code, shares: Number(x.shares) }))
     if (csv) {
       const name = (code: string) => regionPath(deps.tree, code)
+      const unit = await unitNames(deps.institutions, entries.map((e) => e.institution_id))
       c.header('content-type', 'text/csv; charset=utf-8')
       c.header('content-disposition', `attachment; filename="communicators-${region || 'national'}-${from}-${to}.csv"`)
-      return c.body(toCsv([['名次', '姓名', '单位', '地区', '手机号', '转发量'], ...entries.map((e, i) => [e.rank, e.name, e.institution_id ?? '', name(e.region_code), maskPhone(rows[i].phone ?? ''), e.shares])]), 200) as never
+      return c.body(toCsv([['名次', '姓名', '单位', '地区', '手机号', '转发量'], ...entries.map((e, i) => [e.rank, e.name, unit(e.institution_id), name(e.region_code), maskPhone(rows[i].phone ?? ''), e.shares])]), 200) as never
     }
     const last = rows.at(-1)
     const next = more && last ? cursor.enc(Number(last.shares), Number(last.reached), last.user_id, firstRank + rows.length - 1) : null
