@@ -52,6 +52,9 @@ describe('POST /v1/apps', () => {
     const r = await s.call('POST', '/v1/apps', { body: { name: '科普中国 App' } })
     expect(r.status).toBe(201)
     expect(r.json).toMatchObject({ id: expect.stringMatching(/^app_/), name: '科普中国 App', key: expect.stringMatching(/^kpk_/) })
+    // Times in Asia/Shanghai, like every other route.
+    expect(r.json.created_at).toMatch(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}\+08:00$/)
+    expect(Math.abs(Date.parse(r.json.created_at) - Date.now())).toBeLessThan(60_000)
     const kv = await new Kvm(s.deps.nc).open('apps')
     const raw = new TextDecoder().decode((await kv.get(`a.${r.json.id}`))!.value)
     expect(raw).not.toContain(r.json.key)

@@ -246,6 +246,7 @@ describe('login', () => {
     const r = await s.call('POST', '/v1/auth/login', { token: null, body: { phone: '15000000002', password: PW } })
     expect(r.json.scope).toEqual({ region_code: '430623110' })
     expect(Date.parse(r.json.expires_at)).toBeGreaterThan(Date.now())
+    expect(r.json.expires_at).toMatch(/\+08:00$/)
   })
   it('rate limits attempts per phone', async () => {
     const statuses: number[] = []

@@ -1,5 +1,6 @@
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi'
 import type { AppStore } from '../../core/store/apps.ts'
+import { shanghaiIso } from '../../core/time.ts'
 import { requireOperator, type AuthEnv } from '../middleware/auth/index.ts'
 import { errorResponses } from '../schemas.ts'
 
@@ -23,6 +24,6 @@ export function mountApps(app: OpenAPIHono<AuthEnv>, deps: { apps: AppStore }) {
   app.openapi(route, async (c) => {
     const { name } = c.req.valid('json')
     const { app: created, key } = await deps.apps.create(name)
-    return c.json({ id: created.id, name: created.name, key, created_at: new Date(created.created_at).toISOString() }, 201)
+    return c.json({ id: created.id, name: created.name, key, created_at: shanghaiIso(created.created_at) }, 201)
   })
 }

@@ -3,6 +3,7 @@ import type { Redis } from 'ioredis'
 import { sign, verify } from 'hono/jwt'
 import type { Account } from '../../../core/store/accounts.ts'
 import type { Official } from '../../../core/store/officials.ts'
+import { shanghaiIso } from '../../../core/time.ts'
 import type { Principal } from './index.ts'
 
 /**
@@ -41,7 +42,7 @@ export function createSessions(adminToken: string, opts: { ttlSeconds?: number; 
       const now = Math.floor(Date.now() / 1000)
       const exp = now + ttlSeconds
       const token = await sign({ sub: o.id, role: o.role, scope: o.scope, exp, iat: now, jti: jti() }, key, 'HS256')
-      return { token, expires_at: new Date(exp * 1000).toISOString() }
+      return { token, expires_at: shanghaiIso(exp * 1000) }
     },
     async issueAccount(a) {
       // iat in ms precision is not available in JWTs: a token issued in the same second as a password
@@ -49,7 +50,7 @@ export function createSessions(adminToken: string, opts: { ttlSeconds?: number; 
       const now = Math.floor(Date.now() / 1000)
       const exp = now + ttlSeconds
       const token = await sign({ sub: a.id, role: 'account', uid: a.user_id, scope: a.scope, exp, iat: now, jti: jti() }, key, 'HS256')
-      return { token, expires_at: new Date(exp * 1000).toISOString() }
+      return { token, expires_at: shanghaiIso(exp * 1000) }
     },
     async verify(token) {
       let p: { sub: string; role: string; scope: Record<string, unknown> | null; uid?: string; jti?: string; iat?: number; exp?: number }
