@@ -142,6 +142,10 @@ describe('seed 003: nested city and county campaigns', () => {
     const me = (await s.call('GET', `/v1/campaigns/${city.id}/standings/users/c-c?around=1`)).json
     expect(me.rank).toBe(wantCity.find((e) => e.user_id === 'c-c')!.rank)
     expect(me.entries.length).toBe(3)
+    // A communicator with nothing in the window has no rank; an unknown id is a 404, as on leaderboards.
+    expect((await s.call('GET', `/v1/campaigns/${city.id}/standings/users/c-f`)).json).toMatchObject({ rank: null, score: 0, entries: [] })
+    const nobody = await s.call('GET', `/v1/campaigns/${city.id}/standings/users/no-such-user`)
+    expect([nobody.status, nobody.json.error.code]).toEqual([404, 'not_found'])
   })
 
   it('exports the standings as CSV with a BOM and masked phones', async () => {

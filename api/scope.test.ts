@@ -113,6 +113,7 @@ const MATRIX: Row[] = [
   ['recognised institutions inside', 'GET', '/v1/recognitions/institutions?region=430623&from=2026-01-01&to=2026-12-31', undefined, { admin: 200, county: 200, town: 403, neighbour: 403, institution: 403, app: 403, none: 401 }],
   ['recognised people next door', 'GET', '/v1/recognitions/communicators?region=430624&from=2026-01-01&to=2026-12-31', undefined, { county: 403, neighbour: 200, app: 403 }],
   ['campaign list', 'GET', '/v1/campaigns', undefined, { admin: 200, county: 200, institution: 200, app: 200, none: 401 }],
+  ['campaign list of a region next door', 'GET', '/v1/campaigns?region=430624', undefined, { admin: 200, neighbour: 200, county: 403, town: 403, app: 200 }],
   ['events', 'POST', '/v1/events', { events: [] }, { app: 202, admin: 401, county: 401, none: 401 }],
   ['official inside', 'POST', '/v1/officials', () => ({ phone: `151${Math.floor(Math.random() * 1e8).toString().padStart(8, '0')}`, password: PW, name: 'n', scope: { region_code: '430623110' } }), { admin: 201, operator: 201, county: 201, town: 201, neighbour: 403, institution: 403, app: 403, none: 401 }],
   ['official next door', 'POST', '/v1/officials', () => ({ phone: `152${Math.floor(Math.random() * 1e8).toString().padStart(8, '0')}`, password: PW, name: 'n', scope: { region_code: '430624' } }), { county: 403, neighbour: 201 }],

@@ -7,6 +7,7 @@ import { keys, readInfos } from '../../core/keys.ts'
 import { unpackCampaignScore } from '../../core/scoring.ts'
 import { prizeOf } from '../../core/store/campaigns.ts'
 import { maskPhone } from './users.ts'
+import type { UserStore } from '../../core/store/users.ts'
 import { regionPath, toCsv, unitNames } from '../csv.ts'
 import { BoardEntry, displayName, encodeCursor, pageBoard } from './leaderboards.ts'
 import { ApiError, badRequest, notFound } from '../../core/errors.ts'
@@ -27,6 +28,7 @@ export interface CampaignsDeps {
   campaigns: CampaignStore
   tree: RegionTree
   institutions: Pick<InstitutionStore, 'get'>
+  users: Pick<UserStore, 'get'>
   redis: Redis
   ch: ClickHouseClient
   /** Settlement on request (the same job the aggregators run when a campaign's cutoff passes). */
@@ -189,6 +191,7 @@ export function mountCampaigns(app: OpenAPIHono<AuthEnv>, deps: CampaignsDeps) {
     const listed = await deps.campaigns.list()
     const seen = await Promise.all(listed.map(async (x) => p.kind === 'app' || covers(p, await campaignTarget(deps, x))))
     let all = listed.filter((_, i) => seen[i])
+    if (q.region && p.kind === 'official') mustCover(p, { region_code: q.region }) // as the review queues: not an empty list
     if (q.region) all = all.filter((x) => x.region_code !== null && x.region_code.startsWith(q.region!))
     if (q.status) all = all.filter((x) => campaignStatus(x, now) === q.status)
     // Keyset: newest first, then id; the cursor is the last entry's (created_at, id), so a page
@@ -353,14 +356,20 @@ export function mountCampaigns(app: OpenAPIHono<AuthEnv>, deps: CampaignsDeps) {
     const { around } = c.req.valid('query')
     const camp = await visibleCampaign(deps, p, id)
     const strip = (es: Standing[]) => es.map(({ _cursor, ...e }) => e)
+    // No standing: a communicator with nothing counted (rank null), or no communicator at all (404, as on leaderboards).
+    const mustExist = async () => {
+      if (!(await readInfos(deps.redis, [user_id])).get(user_id) && !(await deps.users.get(user_id))) throw notFound('no such communicator')
+    }
     if (campaignStatus(camp) === 'final') {
       const me = (await finalEntries(camp, 0, 1, p, [user_id])).entries[0]
+      if (!me) await mustExist()
       if (!me) return c.json({ rank: null, score: 0, total: (await finalEntries(camp, 0, 1, p)).total, entries: [] }, 200)
       const page = await finalEntries(camp, Math.max(0, me.rank - around - 1), 2 * around + 1, p)
       return c.json({ rank: me.rank, score: me.score, total: page.total, entries: strip(page.entries) }, 200)
     }
     const key = keys.campaignBoard(camp.id)
     const [rank, total] = await Promise.all([deps.redis.zrank(key, user_id), deps.redis.zcard(key)])
+    if (rank === null) await mustExist()
     if (rank === null) return c.json({ rank: null, score: 0, total, entries: [] }, 200)
     const from = Math.max(0, rank - around)
     const entries = await liveEntries(camp, await deps.redis.zrange(key, from, String(rank + around), 'WITHSCORES'), from + 1, p)
