@@ -109,7 +109,18 @@ describe('redemptions', () => {
     expect((await s.call('POST', '/v1/store/items', { body: { name: 'x', price: 1, stock: 1, starts_at: 1e30 } })).status).toBe(400)
     expect((await s.call('PATCH', `/v1/store/items/${later.id}`, { body: { ends_at: 2e30 } })).status).toBe(400)
     const list = await s.call('GET', '/v1/store/items')
-    expect([list.status, list.json.items.length]).toEqual([200, items])
+    expect([list.status, list.json.items.length, list.json.next]).toEqual([200, items, null])
+    // Keyset pages of one walk the same items.
+    const walked: string[] = []
+    let after: string | null = null
+    do {
+      const page: any = (await s.call('GET', `/v1/store/items?limit=1${after ? `&after=${after}` : ''}`)).json
+      walked.push(...page.items.map((i: any) => i.id))
+      after = page.next
+    } while (after)
+    expect(walked).toEqual(list.json.items.map((i: any) => i.id))
+    expect(walked.length).toBeGreaterThan(1)
+    expect((await s.call('GET', '/v1/store/items?after=garbage')).json.error.code).toBe('invalid_cursor')
     const patched = await s.call('PATCH', `/v1/store/items/${later.id}`, { body: { starts_at: null, stock: 8 } })
     expect(patched.json).toMatchObject({ on_sale: true, stock: 8, available: 8 })
     expect((await s.call('PATCH', `/v1/store/items/${later.id}`, { body: { stock: -1 } })).status).toBe(400)

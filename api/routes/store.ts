@@ -8,6 +8,7 @@ import { parseDay, parseInstant, shanghaiIso } from '../../core/time.ts'
 import { adjustStock, available, initStock, parseRecord, redeem, refund, sweepReservations, stockKey, type Redemption } from '../../core/wallet.ts'
 import { accountOf, requireAccount, requireOperator, type AuthEnv } from '../middleware/auth/index.ts'
 import { errorResponses } from '../schemas.ts'
+import { cursor } from '../cursor.ts'
 
 /**
  * The points store (积分商城): operators manage items; communicators redeem them with their points,
@@ -118,14 +119,26 @@ export function mountStore(app: OpenAPIHono<AuthEnv>, deps: StoreDeps) {
     path: '/v1/store/items',
     summary: 'Store items with what is available (anyone logged in; apps too)',
     security: [{ bearer: [] }],
-    request: { query: z.object({ on_sale: z.enum(['true', 'false']).optional() }) },
-    responses: { 200: { description: 'Items', content: { 'application/json': { schema: z.object({ items: z.array(ItemOut) }) } } }, ...errorResponses(401) },
+    request: {
+      query: z.object({
+        on_sale: z.enum(['true', 'false']).optional(),
+        limit: z.coerce.number().int().min(1).max(1000).default(100),
+        after: z.string().max(200).optional().describe('`next` of the previous page'),
+      }),
+    },
+    responses: { 200: { description: 'Items, by id, keyset-paged', content: { 'application/json': { schema: z.object({ items: z.array(ItemOut), next: z.string().nullable() }) } } }, ...errorResponses(400, 401) },
   })
   app.openapi(list, async (c) => {
     const q = c.req.valid('query')
-    let items = await deps.items.list()
+    let items = (await deps.items.list()).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
     if (q.on_sale) items = items.filter((i) => onSale(i) === (q.on_sale === 'true'))
-    return c.json({ items: await Promise.all(items.map(view)) }, 200)
+    if (q.after) {
+      const [id] = cursor.dec<[string]>(q.after, (v) => v.length === 1 && typeof v[0] === 'string')
+      items = items.filter((i) => i.id > id)
+    }
+    const page = items.slice(0, q.limit)
+    const next = items.length > q.limit ? cursor.enc(page[page.length - 1].id) : null
+    return c.json({ items: await Promise.all(page.map(view)), next }, 200)
   })
 
   const out = (r: Redemption, balance: number | null) => ({ id: r.id, item_id: r.item_id, price: r.price, idempotency_key: r.idempotency_key, at: shanghaiIso(r.at), balance })
