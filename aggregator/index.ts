@@ -300,9 +300,21 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
     loop = consume(messages).catch((err) => log.error({ err: String(err) }, 'consumer stopped'))
   }
 
+  /**
+   * Whatever pauses counting to work on Redis (a recovery, a rebuild on request) runs alone, one after
+   * the other: two rebuilds at once would let the first resume counting while the second is still
+   * emptying Redis, and events counted in between would meet no communicator (unknown_user, for good).
+   */
+  let paused: Promise<void> = Promise.resolve()
+  function alone(work: () => Promise<void>): Promise<void> {
+    const run = paused.then(work)
+    paused = run.catch(() => {})
+    return run
+  }
+
   let recovering: Promise<void> | null = null
   function recoverRedis(): Promise<void> {
-    recovering ??= (async () => {
+    recovering ??= alone(async () => {
       log.warn({ reason: redisLost }, 'Redis lost its state or restarted: counting pauses until it is checked')
       await drain()
       // A restart is harmless when the mark is still where this process left it: every batch it
@@ -316,7 +328,7 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
       redisLost = null
       mustRebuild = false
       await resume()
-    })().finally(() => (recovering = null))
+    }).finally(() => (recovering = null))
     return recovering
   }
 
@@ -352,14 +364,17 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
       if (lagTimer) clearInterval(lagTimer)
       await jobs.stop()
       await recovering
+      await paused
       await drain()
       await closeLanes()
     },
-    async rebuild() {
-      await drain()
-      await rebuildRedis({ redis, ch, users: deps.users, tree, win, log, campaigns: deps.campaigns })
-      await learnMark()
-      await resume()
+    rebuild() {
+      return alone(async () => {
+        await drain()
+        await rebuildRedis({ redis, ch, users: deps.users, tree, win, log, campaigns: deps.campaigns })
+        await learnMark()
+        await resume()
+      })
     },
   }
 }

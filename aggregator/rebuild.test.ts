@@ -163,4 +163,24 @@ describe('rebuild from facts', () => {
     await s.waitForFacts(facts + 1)
     expect((await s.call('GET', '/v1/leaderboards/users/r3?metric=shares&period=all')).json.score).toBe(before + 1)
   })
+
+  it('rebuilds asked for at once run one after the other while events keep coming: every event counted, none taken for an unknown user', async () => {
+    const agg = s.service.aggregator!
+    const unknown = await s.factCount("decision = 'unknown_user'")
+    const before = (await s.call('GET', '/v1/leaderboards/users/r3?metric=shares&period=all')).json.score
+    const facts = await s.factCount()
+    const rebuilds: Promise<void>[] = []
+    let sent = 0
+    for (let b = 0; b < 24; b++) {
+      if (b === 4 || b === 6 || b === 8) rebuilds.push(agg.rebuild(), agg.rebuild())
+      const batch = Array.from({ length: 5 }, (_, i) => share('r3', now - 20_000 + b * 10 + i))
+      expect((await s.postEvents(key, batch)).status).toBe(202)
+      sent += batch.length
+      await new Promise((r) => setTimeout(r, 30)) // paced like an app, so counting and rebuilds interleave
+    }
+    await Promise.all(rebuilds)
+    await s.waitForFacts(facts + sent)
+    expect(await s.factCount("decision = 'unknown_user'")).toBe(unknown)
+    expect((await s.call('GET', '/v1/leaderboards/users/r3?metric=shares&period=all')).json.score).toBe(before + sent)
+  })
 })
