@@ -92,6 +92,18 @@ export async function rebuildRedis(deps: {
   campaigns?: CampaignStore
 }): Promise<void> {
   const { redis, ch, tree, win, log } = deps
+  // The store refuses to spend or refund points while wallets are gone or half restored (an hour at
+  // most, should this process die before the end).
+  await redis.set(keys.rebuilding, String(Date.now()), 'EX', 3600)
+  try {
+    await rebuildAll(deps)
+  } finally {
+    await redis.del(keys.rebuilding)
+  }
+}
+
+async function rebuildAll(deps: Parameters<typeof rebuildRedis>[0]): Promise<void> {
+  const { redis, ch, tree, win, log } = deps
   const t0 = Date.now()
   const deleted = await deleteDerived(redis)
   log.info({ deleted }, 'rebuild: derived keys deleted')

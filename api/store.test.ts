@@ -185,6 +185,27 @@ describe('refunds and the ledger', () => {
     expect((await redeem('rich', it3.id, b.json.idempotency_key)).status).toBe(200)
     expect((await s.call('POST', `/v1/store/redemptions/${a.json.id}/refund`, { body: {} })).json.refunded_now).toBe(false)
   })
+
+  it('redemptions sent while a rebuild restores the wallets are done or answered 503 with Retry-After, never refused for points; the ledger still equals the balance', async () => {
+    const before = await points('rich')
+    const pen = await item({ name: '铅笔', price: 1, stock: 100 })
+    const rebuild = s.call('POST', '/v1/admin/rebuild')
+    const answers = []
+    for (let i = 0; i < 12; i++) {
+      answers.push(await redeem('rich', pen.id))
+      await new Promise((r) => setTimeout(r, 20))
+    }
+    expect((await rebuild).status).toBe(200)
+    const statuses = answers.map((r) => r.status)
+    expect(statuses.every((x) => x === 201 || x === 503), statuses.join(',')).toBe(true)
+    for (const r of answers.filter((x) => x.status === 503)) expect([r.json.error.code, r.headers.get('retry-after')]).toEqual(['rebuilding', '5'])
+    expect(await s.deps.redis.exists(keys.rebuilding)).toBe(0)
+    const done = statuses.filter((x) => x === 201).length
+    const after = await points('rich')
+    expect(after).toMatchObject({ earned: before.earned, redeemed: before.redeemed + done, balance: before.balance - done })
+    const q = await s.deps.ch.query({ query: `SELECT sum(delta) AS d FROM ledger FINAL WHERE user_id = 'rich' AND item_id = {i:String}`, query_params: { i: pen.id }, format: 'JSONEachRow' })
+    expect(Number(((await q.json()) as { d: string }[])[0].d)).toBe(-done)
+  })
 })
 
 describe('the reservation sweeper', () => {

@@ -11,6 +11,8 @@ export const keys = {
   period: (u: string, periodKey: string) => `u:{${u}}:${periodKey}`,
   dedupe: (u: string, compactDay: string) => `u:{${u}}:x:${compactDay}`,
   seq: 'm:seq',
+  /** Set while a rebuild deletes and restores the derived keys (not itself derived: it outlives the deletion). */
+  rebuilding: 'r:rebuilding',
   /** A communicator's totals in one campaign (in her hash slot). */
   campaignUser: (u: string, campaignId: string) => `u:{${u}}:k:${campaignId}`,
   /** A campaign's live board (sorted set of packed scores of its metric). */

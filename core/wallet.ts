@@ -31,6 +31,9 @@ import { chTime } from './schema.ts'
  * the item's stock and the ledger (`initStock`).
  */
 export const walletKey = (u: string) => `u:{${u}}:w`
+
+/** Whether a rebuild is deleting and restoring the wallets now: no points may be spent or refunded meanwhile. */
+export const walletsRebuilding = async (redis: Redis) => (await redis.exists(keys.rebuilding)) === 1
 export const stockKey = (item: string) => `st:{${item}}`
 const reservationsKey = (item: string) => `st:{${item}}:r`
 const refundedKey = (item: string) => `st:{${item}}:f`

@@ -5,7 +5,7 @@ import { ApiError, badRequest, notFound, unavailable } from '../../core/errors.t
 import type { Item, ItemStore } from '../../core/store/items.ts'
 import type { UserStore } from '../../core/store/users.ts'
 import { parseDay, parseInstant, shanghaiIso } from '../../core/time.ts'
-import { adjustStock, available, initStock, parseRecord, redeem, refund, sweepReservations, stockKey, type Redemption } from '../../core/wallet.ts'
+import { adjustStock, available, initStock, parseRecord, redeem, refund, sweepReservations, stockKey, walletsRebuilding, type Redemption } from '../../core/wallet.ts'
 import { accountOf, requireAccount, requireOperator, type AuthEnv } from '../middleware/auth/index.ts'
 import { errorResponses } from '../schemas.ts'
 import { cursor } from '../cursor.ts'
@@ -50,6 +50,11 @@ const RedemptionOut = z.object({
 const KEY = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be 1–64 of [A-Za-z0-9_-]')
 
 const onSale = (i: Item, now = Date.now()) => i.active && (i.starts_at === null || now >= i.starts_at) && (i.ends_at === null || now < i.ends_at)
+
+/** 503 while a rebuild restores the wallets: a balance read then would be wrong (points look spent or missing). */
+async function refuseWhileRebuilding(redis: Redis) {
+  if (await walletsRebuilding(redis)) throw new ApiError(503, 'rebuilding', 'points are being rebuilt from the ledger; retry shortly', { 'Retry-After': '5' })
+}
 
 export function mountStore(app: OpenAPIHono<AuthEnv>, deps: StoreDeps) {
   const { redis, ch } = deps
@@ -171,6 +176,7 @@ export function mountStore(app: OpenAPIHono<AuthEnv>, deps: StoreDeps) {
     }
     // At most one sweep per item every 10 s, by whichever request comes.
     if (await redis.set(`st:{${item.id}}:sweep`, '1', 'EX', 10, 'NX')) await sweepReservations(redis, ch, item.id)
+    await refuseWhileRebuilding(redis)
     let r
     try {
       r = await redeem(redis, ch, { user: u.id, idem: idempotency_key, item, actor: a.id })
@@ -217,6 +223,7 @@ export function mountStore(app: OpenAPIHono<AuthEnv>, deps: StoreDeps) {
     const p = c.get('principal')
     const actor = p.kind === 'operator' ? (p.officialId ?? 'admin') : 'unknown'
     const r: Redemption = { id, user_id: row.user_id, item_id: row.item_id, price: Number(row.price), idempotency_key: row.idempotency_key, at: Number(row.at) }
+    await refuseWhileRebuilding(redis)
     const now = await refund(redis, ch, r, reason || '退款', actor)
     return c.json({ id: 'rf_' + id.slice(3), redemption_id: id, user_id: r.user_id, points: r.price, refunded_now: now }, 200)
   })
