@@ -242,6 +242,11 @@ describe('login', () => {
   it('refuses wrong passwords and expired or forged tokens', async () => {
     expect((await s.call('POST', '/v1/auth/login', { token: null, body: { phone: '15000000001', password: 'Wrong1234' } })).status).toBe(401)
     expect((await s.call('POST', '/v1/auth/login', { token: null, body: { phone: '15999999999', password: PW } })).status).toBe(401)
+    // Not a phone number at all: a 400 (it once reached the KV store as a key and answered 500).
+    for (const phone of ['*', '', '>', 'a b', '..', '1390000000%', 'é']) {
+      const bad = await s.call('POST', '/v1/auth/login', { token: null, body: { phone, password: PW } })
+      expect([bad.status, bad.json.error.code], phone).toEqual([400, 'invalid_request'])
+    }
     const forged = tok.county!.slice(0, -4) + 'AAAA'
     expect((await s.call('GET', board('region=430623'), { token: forged })).status).toBe(401)
     const r = await s.call('POST', '/v1/auth/login', { token: null, body: { phone: '15000000002', password: PW } })

@@ -108,7 +108,7 @@ export function mountOfficials(app: OpenAPIHono<AuthEnv>, deps: OfficialsDeps) {
     path: '/v1/auth/login',
     summary: 'Log in with phone and password (officials and app accounts alike); returns a bearer token that expires',
     description: `Rate limited: ${LOGIN_LIMITS.perPhone} attempts per phone and ${LOGIN_LIMITS.perIp} per IP address a minute. An official's phone logs in as the official; otherwise the app account with that phone logs in (role \`communicator\`, or \`administrator\` with the scope an approved administrator certification granted; \`scope\` is null for a plain communicator).`,
-    request: { body: { required: true, content: { 'application/json': { schema: z.object({ phone: z.string().max(20), password: z.string().max(128) }) } } } },
+    request: { body: { required: true, content: { 'application/json': { schema: z.object({ phone: PHONE, password: z.string().max(128) }) } } } },
     responses: {
       200: {
         description: 'Logged in',

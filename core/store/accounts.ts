@@ -93,6 +93,7 @@ export function createAccountStore(kv: KV): AccountStore {
       await kv.delete(`a.${a.id}`)
     },
     async byPhone(phone) {
+      if (!/^\d{11}$/.test(phone)) return null // not a phone number, and not a valid KV key either
       const e = await kv.get(`p.${phone}`)
       if (!e || e.operation !== 'PUT' || !e.value.length) return null
       return records.get(dec.decode(e.value))

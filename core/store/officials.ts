@@ -70,6 +70,7 @@ export function createOfficialStore(kv: KV): OfficialStore {
       return official
     },
     async byPhone(phone) {
+      if (!/^\d{11}$/.test(phone)) return null // not a phone number, and not a valid KV key either
       const e = await kv.get(`p.${phone}`)
       if (!e || e.operation !== 'PUT' || !e.value.length) return null
       return get(dec.decode(e.value))
