@@ -91,7 +91,7 @@ export function createApp(config: Config, deps: Deps & { adminToken: string; agg
     mountLeaderboards(app, deps)
     mountRecognitions(app, deps)
     mountTrend(app, deps)
-    mountLive(app, deps, { subject: SUBJECT_LIVE(config.nats.stream) })
+    mountLive(app, { ...deps, sessions }, { subject: SUBJECT_LIVE(config.nats.stream) })
   }
   mountAdmin(app, { aggregator: deps.aggregator ?? (() => null) })
   return app

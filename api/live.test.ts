@@ -4,7 +4,8 @@ import type { Server } from 'node:http'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { SUBJECT_LIVE, type LiveNotice } from '../core/stream.ts'
 import { createOfficial } from '../test/accounts.ts'
-import { share, startStack, type Stack } from '../test/stack.ts'
+import { ADMIN, share, startStack, type Stack } from '../test/stack.ts'
+import { createSessions } from './middleware/auth/sessions.ts'
 import type { AuthEnv } from './middleware/auth/index.ts'
 import { mountLive, touches } from './routes/live.ts'
 
@@ -73,6 +74,8 @@ function open(base: string, path: string, token: string | null) {
     response,
     events,
     comments,
+    /** Resolves when the server ends the stream (or it is closed here). */
+    ended: pump,
     /** Resolves with the first event (from index `from` on) that satisfies `pred`. */
     async next<T>(pred: (e: { event: string; data: any }) => boolean, from = 0, timeoutMs = 15_000): Promise<T> {
       const t0 = Date.now()
@@ -156,7 +159,8 @@ describe('the stream itself', () => {
       c.set('principal', { kind: 'operator' })
       await next()
     })
-    live = mountLive(app, { ...s.deps }, { subject, throttleMs: 300, heartbeatMs: 200 })
+    // The stack's own sessions (same key, same Redis): a token it issued, and its logout, count here.
+    live = mountLive(app, { ...s.deps, sessions: createSessions(ADMIN, { redis: s.deps.redis }) }, { subject, throttleMs: 300, heartbeatMs: 200 })
     server = await new Promise<Server>((res) => {
       const srv = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => res(srv as Server))
     })
@@ -204,5 +208,15 @@ describe('the stream itself', () => {
     await c.close()
     await waitFor(() => live.listeners() === 0)
     expect(live.listeners()).toBe(0)
+  })
+
+  it('ends a stream opened with a login token once that token is void (logout), at the next heartbeat', async () => {
+    const token = await createOfficial(s, { phone: '13900000077', name: '会退出', scope: { region_code: '4306' } })
+    const c = open(base, '/v1/live?region=4306', token)
+    await c.next((e) => e.event === 'kpis')
+    await waitFor(() => c.comments.length > 0) // heartbeats pass while the token holds
+    expect((await s.call('POST', '/v1/auth/logout', { token })).status).toBe(204)
+    await c.ended // the server closes it: nothing here aborts the fetch
+    await waitFor(() => live.listeners() === 0)
   })
 })

@@ -5,7 +5,8 @@ import type { Logger } from 'pino'
 import { badRequest } from '../../core/errors.ts'
 import type { LiveNotice } from '../../core/stream.ts'
 import { DAY_MS, isoDay, periodRange } from '../../core/time.ts'
-import { requireStaff, type AuthEnv } from '../middleware/auth/index.ts'
+import { bearer, requireStaff, type AuthEnv } from '../middleware/auth/index.ts'
+import type { Sessions } from '../middleware/auth/sessions.ts'
 import { mustRead } from '../middleware/scope/index.ts'
 import { errorResponses } from '../schemas.ts'
 import { scopedRegion, Kpi, regionKpis, type KpiDeps, type RegionKpi } from './kpis.ts'
@@ -23,6 +24,8 @@ import { scopedRegion, Kpi, regionKpis, type KpiDeps, type RegionKpi } from './k
 export interface LiveDeps extends KpiDeps {
   nc: NatsConnection
   log: Logger
+  /** A stream opened with a login token ends once the token is void (logout, reset, expiry): checked at each heartbeat. */
+  sessions: Pick<Sessions, 'verify'>
 }
 
 export interface LiveOptions {
@@ -161,6 +164,8 @@ export function mountLive(app: OpenAPIHono<AuthEnv>, deps: LiveDeps, opts: LiveO
     if (q !== undefined && !/^(\d{2}|\d{4}|\d{6}|\d{9})$/.test(q)) throw badRequest('region: must be a GB/T 2260 code')
     const region = scopedRegion(p, q, deps.tree, mustRead)
     const signal = c.req.raw.signal
+    const token = bearer(c.req.header('authorization'))
+    const login = token && token.split('.').length === 3 ? token : null // not the admin token
 
     // Proxies (nginx) must pass each event on at once, not buffer the stream.
     c.header('X-Accel-Buffering', 'no')
@@ -211,7 +216,9 @@ export function mountLive(app: OpenAPIHono<AuthEnv>, deps: LiveDeps, opts: LiveO
           dirtyAt = at
           schedule()
         })
-        const heartbeat = setInterval(() => void write(() => stream.write(': ping\n\n')), heartbeatMs)
+        // A voided login ends the stream; a store that cannot answer now does not.
+        const stillValid = async () => !login || (await deps.sessions.verify(login).catch(() => true)) !== null
+        const heartbeat = setInterval(() => void stillValid().then((ok) => (ok ? write(() => stream.write(': ping\n\n')) : close())), heartbeatMs)
         try {
           dirtyAt = Date.now()
           await push()
