@@ -117,6 +117,7 @@ const MATRIX: Row[] = [
   ['events', 'POST', '/v1/events', { events: [] }, { app: 202, admin: 401, county: 401, none: 401 }],
   ['official inside', 'POST', '/v1/officials', () => ({ phone: `151${Math.floor(Math.random() * 1e8).toString().padStart(8, '0')}`, password: PW, name: 'n', scope: { region_code: '430623110' } }), { admin: 201, operator: 201, county: 201, town: 201, neighbour: 403, institution: 403, app: 403, none: 401 }],
   ['official next door', 'POST', '/v1/officials', () => ({ phone: `152${Math.floor(Math.random() * 1e8).toString().padStart(8, '0')}`, password: PW, name: 'n', scope: { region_code: '430624' } }), { county: 403, neighbour: 201 }],
+  ['official of an institution in her county', 'POST', '/v1/officials', () => ({ phone: `154${Math.floor(Math.random() * 1e8).toString().padStart(8, '0')}`, password: PW, name: 'n', scope: { institution_id: inst.in } }), { admin: 201, county: 201, town: 201, neighbour: 403, institution: 403, app: 403 }],
   ['operator account', 'POST', '/v1/officials', () => ({ phone: `153${Math.floor(Math.random() * 1e8).toString().padStart(8, '0')}`, password: PW, name: 'n', role: 'operator' }), { admin: 201, operator: 201, county: 403 }],
   // Issue 5: app accounts, certification review, check-in and points, the points store.
   ['sms code', 'POST', '/v1/auth/sms', () => ({ phone: `136${Math.floor(Math.random() * 1e8).toString().padStart(8, '0')}` }), { none: 202 }],

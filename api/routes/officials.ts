@@ -8,11 +8,13 @@ import { PHONE } from '../../core/store/users.ts'
 import type { AccountStore } from '../../core/store/accounts.ts'
 import type { AuthEnv } from '../middleware/auth/index.ts'
 import type { Sessions } from '../middleware/auth/sessions.ts'
-import { mustCover } from '../middleware/scope/index.ts'
+import { institutionTarget, mustCover } from '../middleware/scope/index.ts'
+import type { InstitutionStore } from '../../core/store/institutions.ts'
 import { errorResponses } from '../schemas.ts'
 
 export interface OfficialsDeps {
   officials: OfficialStore
+  institutions: Pick<InstitutionStore, 'get'>
   accounts: AccountStore
   sessions: Sessions
   redis: Redis
@@ -81,7 +83,8 @@ export function mountOfficials(app: OpenAPIHono<AuthEnv>, deps: OfficialsDeps) {
     } else {
       if (!body.scope) throw badRequest('scope: required for an official ({region_code} or {institution_id})')
       if ('region_code' in body.scope && !deps.tree.get(body.scope.region_code)) throw badRequest(`scope.region_code ${body.scope.region_code} is not a GB/T 2260 division`, 'unknown_region')
-      mustCover(p, body.scope)
+      // An institution's official: the institution's region decides who may appoint her.
+      mustCover(p, 'institution_id' in body.scope ? await institutionTarget(body.scope.institution_id, deps.institutions) : body.scope)
     }
     const scope = body.role === 'operator' ? ({ national: true } as const) : body.scope!
     // One login per phone, officials and app accounts together (they log in at the same route).
