@@ -64,6 +64,8 @@ describe('POST /v1/campaigns', () => {
     expect((await s.call('POST', '/v1/campaigns', { token: null, body: body() })).status).toBe(401)
     const broken = await s.call('POST', '/v1/campaigns', { token: tok.county, body: '{"name": ' })
     expect([broken.status, broken.json.error.code]).toEqual([400, 'invalid_json'])
+    const plain = await s.call('POST', '/v1/campaigns', { token: tok.county, body: JSON.stringify(body()), type: 'text/plain' })
+    expect([plain.status, plain.json.error.code]).toEqual([415, 'unsupported_media_type'])
     expect((await s.call('GET', '/v1/campaigns')).json.entries.length).toBe(before)
   })
 })

@@ -58,6 +58,7 @@ describe('review flow', () => {
     expect((await s.call('GET', '/v1/certifications?older_than=1h', { token: tok.county })).json.entries).toEqual([])
     expect((await s.call('GET', `/v1/certifications?older_than=${Date.now() + 1000}&kind=个人用户`, { token: tok.town })).json.entries).toHaveLength(1)
     expect((await s.call('GET', `/v1/certifications?kind=区县级`, { token: tok.town })).json.entries).toHaveLength(0)
+    expect((await s.call('GET', '/v1/certifications?after=junk', { token: tok.town })).json.error.code).toBe('invalid_cursor')
 
     // The neighbour may not decide; the county rejects with a reason.
     expect((await s.call('POST', `/v1/certifications/${first.json.id}/approve`, { token: tok.neighbour, body: {} })).status).toBe(403)

@@ -93,7 +93,7 @@ const cursor = {
   enc: (ms: number, id: string) => Buffer.from(`${ms}:${id}`).toString('base64url'),
   dec: (s: string) => {
     const m = /^(\d+):([A-Za-z0-9_-]+)$/.exec(Buffer.from(s, 'base64url').toString())
-    if (!m) throw badRequest('after: not a cursor from this list')
+    if (!m) throw badRequest('after: not a cursor from this list', 'invalid_cursor')
     return { ms: Number(m[1]), id: m[2] }
   },
 }

@@ -43,6 +43,7 @@ export function downDependency(err: unknown): 'nats' | 'redis' | null {
 function fromHttpException(err: HTTPException): ApiError {
   const status = err.status as ApiError['status']
   if (status === 413) return new ApiError(413, 'payload_too_large', err.message || 'body too large')
+  if (status === 415) return new ApiError(415, 'unsupported_media_type', 'send the body as application/json (or the content type the route documents)')
   if (status === 400) return /json/i.test(err.message) ? new ApiError(400, 'invalid_json', 'body is not valid JSON') : new ApiError(400, 'invalid_body', err.message || 'body is unreadable')
   return new ApiError(status, 'http_error', err.message || 'request failed')
 }
