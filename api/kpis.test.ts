@@ -127,6 +127,20 @@ describe('GET /v1/rankings/institutions', () => {
         want.map((w, k) => [k + 1, w.i, w.v, w.e.shares, w.e.active, w.e.certified, w.e.points]),
       )
     }
+    // Keyset pages of one walk the same ranking.
+    const base = `/v1/rankings/institutions?region=${CITY}&metric=shares&period=day&date=${isoDay(now)}`
+    const whole = (await s.call('GET', base)).json
+    expect(whole.next).toBeNull()
+    expect(whole.entries.length).toBeGreaterThan(1)
+    const walked: any[] = []
+    let after: string | null = null
+    do {
+      const page: any = (await s.call('GET', `${base}&limit=1${after ? `&after=${after}` : ''}`)).json
+      walked.push(...page.entries)
+      after = page.next
+    } while (after)
+    expect(walked).toEqual(whole.entries)
+    expect((await s.call('GET', `${base}&after=junk`)).json.error.code).toBe('invalid_cursor')
     expect((await s.call('GET', '/v1/rankings/institutions?region=4306&metric=points')).status).toBe(400)
     expect((await s.call('GET', '/v1/rankings/institutions?region=4306', { token: key })).status).toBe(403)
   })

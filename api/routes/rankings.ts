@@ -2,6 +2,7 @@ import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi'
 import { badRequest } from '../../core/errors.ts'
 import { DAY_MS, isoDay, parseDay, periodRange, PERIODS, type Period } from '../../core/time.ts'
 import { requireStaff, type AuthEnv } from '../middleware/auth/index.ts'
+import { cursor } from '../cursor.ts'
 import { errorResponses } from '../schemas.ts'
 import { scopedRegion, Kpi, regionKpis, rollupCounts, type KpiDeps } from './kpis.ts'
 
@@ -111,12 +112,13 @@ export function mountInstitutionRankings(app: OpenAPIHono<AuthEnv>, deps: KpiDep
         period: z.enum(PERIODS as [Period, ...Period[]]).default('day'),
         date: z.string().optional(),
         limit: z.coerce.number().int().min(1).max(1000).default(100),
+        after: z.string().max(200).optional().describe('`next` of the previous page'),
       }),
     },
     responses: {
       200: {
-        description: 'Ranked institutions',
-        content: { 'application/json': { schema: z.object({ region: z.string().nullable(), metric: z.string(), period: z.string(), from: z.string(), to: z.string(), total: z.number().int(), entries: z.array(InstitutionEntry) }) } },
+        description: 'Ranked institutions, keyset-paged',
+        content: { 'application/json': { schema: z.object({ region: z.string().nullable(), metric: z.string(), period: z.string(), from: z.string(), to: z.string(), total: z.number().int(), entries: z.array(InstitutionEntry), next: z.string().nullable() }) } },
       },
       ...errorResponses(400, 401, 403, 404),
     },
@@ -131,6 +133,16 @@ export function mountInstitutionRankings(app: OpenAPIHono<AuthEnv>, deps: KpiDep
       .map(([k, n]) => ({ institution_id: k.slice(k.indexOf('|') + 1), ...n, activity_rate: n.certified ? n.active / n.certified : null }))
       .filter((x) => x.certified > 0 || x.active > 0)
     const ranked = rank(items, (x) => x[q.metric], (x) => x.institution_id)
-    return c.json({ region: region || null, metric: q.metric, period: q.period, from, to, total: ranked.length, entries: ranked.slice(0, q.limit) }, 200)
+    // The cursor names the last institution seen (and its rank, should it have dropped off the list).
+    let start = 0
+    if (q.after) {
+      const [rank, id] = cursor.dec<[number, string]>(q.after, (v) => v.length === 2 && typeof v[0] === 'number' && typeof v[1] === 'string')
+      const at = ranked.findIndex((x) => x.institution_id === id)
+      start = at >= 0 ? at + 1 : Math.min(rank, ranked.length)
+    }
+    const page = ranked.slice(start, start + q.limit)
+    const last = page.at(-1)
+    const next = last && start + q.limit < ranked.length ? cursor.enc(last.rank, last.institution_id) : null
+    return c.json({ region: region || null, metric: q.metric, period: q.period, from, to, total: ranked.length, entries: page, next }, 200)
   })
 }
