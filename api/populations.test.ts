@@ -35,5 +35,9 @@ describe('populations', () => {
     expect(r.json.imported).toBe(2)
     expect(r.json.errors.map((e: any) => [e.row, e.code])).toEqual([[3, 'invalid_row'], [4, 'outside_scope'], [5, 'unknown_region']])
     expect((await s.call('GET', '/v1/regions/430623110/population?year=2024', { token: county })).json.population).toBe(45000)
+    // Without its header line the file is refused, not read as a header and zero rows.
+    const headless = await s.call('POST', '/v1/populations:import', { token: county, type: 'text/csv', body: '430623110,46000,2021\n' })
+    expect([headless.status, headless.json.error.code]).toEqual([400, 'invalid_csv'])
+    expect((await s.call('GET', '/v1/regions/430623110/population?year=2024', { token: county })).json.population).toBe(45000)
   })
 })

@@ -69,11 +69,15 @@ export function mountPopulations(app: OpenAPIHono<AuthEnv>, deps: { populations:
   app.post('/v1/populations:import', requireStaff(), limitBody(5 * 1024 * 1024, '5 MiB'), async (c) => {
     const p = c.get('principal')
     let records: Record<string, string>[]
+    let header: string[] = []
     try {
-      records = parseCsv((await c.req.text()).replace(/^\uFEFF/, ''), { columns: (h: string[]) => h.map((x) => x.trim()), skip_empty_lines: true, trim: true, relax_column_count: true })
+      records = parseCsv((await c.req.text()).replace(/^\uFEFF/, ''), { columns: (h: string[]) => (header = h.map((x) => x.trim())), skip_empty_lines: true, trim: true, relax_column_count: true })
     } catch (e) {
       throw badRequest(`CSV is unreadable: ${(e as Error).message}`, 'invalid_csv')
     }
+    // A file without its header line would have its first row taken for one, and import nothing silently.
+    const missing = ['region_code', 'year', 'population'].filter((k) => !header.includes(k))
+    if (missing.length) throw badRequest(`CSV header (line 1) must name region_code, year and population; missing: ${missing.join(', ')}`, 'invalid_csv')
     const errors: { row: number; code: string; message: string }[] = []
     let imported = 0
     for (const [i, r] of records.entries()) {
