@@ -91,7 +91,7 @@ export async function rebuildRedis(deps: {
   /** Campaigns not yet final get their totals and boards back too. */
   campaigns?: CampaignStore
 }): Promise<void> {
-  const { redis, ch, tree, win, log } = deps
+  const { redis } = deps
   // The store refuses to spend or refund points while wallets are gone or half restored (an hour at
   // most, should this process die before the end).
   await redis.set(keys.rebuilding, String(Date.now()), 'EX', 3600)

@@ -118,6 +118,16 @@ export async function visibleCampaign(deps: CampaignsDeps, p: Principal, id: str
   return c
 }
 
+/** Reads a campaign the principal may change (404 unknown, 403 outside scope): one target lookup for both checks. */
+async function coveredCampaign(deps: CampaignsDeps, p: Principal, id: string): Promise<Campaign> {
+  const c = await deps.campaigns.get(id)
+  if (!c) throw notFound('no such campaign')
+  const target = await campaignTarget(deps, c)
+  mustRead(p, target)
+  mustCover(p, target)
+  return c
+}
+
 async function validated(deps: CampaignsDeps, p: Principal, body: z.infer<typeof CampaignInput>): Promise<Omit<NewCampaign, 'created_by'>> {
   if (body.region_code !== undefined && body.institution_id !== undefined) throw badRequest('give region_code or institution_id, not both')
   if (body.region_code !== undefined && !deps.tree.get(body.region_code)) throw badRequest(`region_code: ${body.region_code} is not a GB/T 2260 division`, 'unknown_region')
@@ -188,10 +198,10 @@ export function mountCampaigns(app: OpenAPIHono<AuthEnv>, deps: CampaignsDeps) {
     const q = c.req.valid('query')
     const p = c.get('principal')
     const now = Date.now()
+    if (q.region && p.kind === 'official') mustCover(p, { region_code: q.region }) // as the review queues: not an empty list
     const listed = await deps.campaigns.list()
     const seen = await Promise.all(listed.map(async (x) => p.kind === 'app' || covers(p, await campaignTarget(deps, x))))
     let all = listed.filter((_, i) => seen[i])
-    if (q.region && p.kind === 'official') mustCover(p, { region_code: q.region }) // as the review queues: not an empty list
     if (q.region) all = all.filter((x) => x.region_code !== null && x.region_code.startsWith(q.region!))
     if (q.status) all = all.filter((x) => campaignStatus(x, now) === q.status)
     // Keyset: newest first, then id; the cursor is the last entry's (created_at, id), so a page
@@ -219,8 +229,7 @@ export function mountCampaigns(app: OpenAPIHono<AuthEnv>, deps: CampaignsDeps) {
   })
   app.openapi(edit, async (c) => {
     const p = c.get('principal')
-    const cur = await visibleCampaign(deps, p, c.req.valid('param').id)
-    mustCover(p, await campaignTarget(deps, cur))
+    const cur = await coveredCampaign(deps, p, c.req.valid('param').id)
     const patch = c.req.valid('json')
     const keepTarget = patch.region_code === undefined && patch.institution_id === undefined
     const merged = CampaignInput.parse({
@@ -256,8 +265,7 @@ export function mountCampaigns(app: OpenAPIHono<AuthEnv>, deps: CampaignsDeps) {
   })
   app.openapi(cancel, async (c) => {
     const p = c.get('principal')
-    const cur = await visibleCampaign(deps, p, c.req.valid('param').id)
-    mustCover(p, await campaignTarget(deps, cur))
+    const cur = await coveredCampaign(deps, p, c.req.valid('param').id)
     const saved = await deps.campaigns.update(cur.id, (now) => {
       if (now.settled_at !== null) throw new ApiError(409, 'already_final', 'a settled campaign cannot be cancelled')
       return now.cancelled_at !== null ? now : { ...now, cancelled_at: Date.now() }
@@ -362,15 +370,19 @@ export function mountCampaigns(app: OpenAPIHono<AuthEnv>, deps: CampaignsDeps) {
     }
     if (campaignStatus(camp) === 'final') {
       const me = (await finalEntries(camp, 0, 1, p, [user_id])).entries[0]
-      if (!me) await mustExist()
-      if (!me) return c.json({ rank: null, score: 0, total: (await finalEntries(camp, 0, 1, p)).total, entries: [] }, 200)
+      if (!me) {
+        await mustExist()
+        return c.json({ rank: null, score: 0, total: (await finalEntries(camp, 0, 1, p)).total, entries: [] }, 200)
+      }
       const page = await finalEntries(camp, Math.max(0, me.rank - around - 1), 2 * around + 1, p)
       return c.json({ rank: me.rank, score: me.score, total: page.total, entries: strip(page.entries) }, 200)
     }
     const key = keys.campaignBoard(camp.id)
     const [rank, total] = await Promise.all([deps.redis.zrank(key, user_id), deps.redis.zcard(key)])
-    if (rank === null) await mustExist()
-    if (rank === null) return c.json({ rank: null, score: 0, total, entries: [] }, 200)
+    if (rank === null) {
+      await mustExist()
+      return c.json({ rank: null, score: 0, total, entries: [] }, 200)
+    }
     const from = Math.max(0, rank - around)
     const entries = await liveEntries(camp, await deps.redis.zrange(key, from, String(rank + around), 'WITHSCORES'), from + 1, p)
     return c.json({ rank: rank + 1, score: entries.find((e) => e.user_id === user_id)?.score ?? 0, total, entries: strip(entries) }, 200)
@@ -415,8 +427,7 @@ export function mountCampaigns(app: OpenAPIHono<AuthEnv>, deps: CampaignsDeps) {
     })
     app.openapi(route, async (c) => {
       const p = c.get('principal')
-      const camp = await visibleCampaign(deps, p, c.req.valid('param').id)
-      mustCover(p, await campaignTarget(deps, camp))
+      const camp = await coveredCampaign(deps, p, c.req.valid('param').id)
       const rows = await exportRows(camp, p)
       c.header('content-disposition', `attachment; filename="campaign-${camp.id}.${ext}"`)
       if (ext === 'csv') {
@@ -446,8 +457,7 @@ export function mountCampaigns(app: OpenAPIHono<AuthEnv>, deps: CampaignsDeps) {
   })
   app.openapi(settle, async (c) => {
     const p = c.get('principal')
-    const camp = await visibleCampaign(deps, p, c.req.valid('param').id)
-    mustCover(p, await campaignTarget(deps, camp))
+    const camp = await coveredCampaign(deps, p, c.req.valid('param').id)
     const st = campaignStatus(camp)
     if (st === 'final') return c.json(campaignJson(camp), 200)
     if (st === 'cancelled') throw new ApiError(409, 'cancelled', 'a cancelled campaign is not settled')

@@ -84,7 +84,7 @@ function certifiedAt(v: string | number | undefined, now: number): number | stri
 function institutionProblem(p: Principal, inst: Institution | null, id: string, region: string): { code: string; message: string } | null {
   if (p.kind === 'operator') return null
   if (!inst || inst.status !== 'approved') return { code: 'unknown_institution', message: `institution_id ${id} is not an approved institution` }
-  if (!covers(p, { region_code: inst.region_code }) && !covers(p, { institution_id: inst.id })) return { code: 'outside_scope', message: 'institution_id is outside your scope' }
+  if (!covers(p, { institution_id: inst.id, region_code: inst.region_code })) return { code: 'outside_scope', message: 'institution_id is outside your scope' }
   if (!region.startsWith(inst.region_code)) return { code: 'outside_scope', message: 'region_code must lie within the institution’s region' }
   return null
 }

@@ -32,11 +32,6 @@ export function downDependency(err: unknown): 'nats' | 'redis' | null {
 }
 
 /**
- * Maps every failure to the documented envelope {error: {code, message, request_id}}: API errors as
- * they are, a dependency that is down as 503 with Retry-After (the client should retry), anything
- * else as 500 with the stack in the log.
- */
-/**
  * Hono's own exceptions. Its validator answers an unreadable body with a 400: the same codes as the
  * routes that parse their bodies themselves (`invalid_json`, `invalid_body`).
  */
@@ -48,6 +43,11 @@ function fromHttpException(err: HTTPException): ApiError {
   return new ApiError(status, 'http_error', err.message || 'request failed')
 }
 
+/**
+ * Maps every failure to the documented envelope {error: {code, message, request_id}}: API errors as
+ * they are, a dependency that is down as 503 with Retry-After (the client should retry), anything
+ * else as 500 with the stack in the log.
+ */
 export function errorHandler(log: Logger) {
   return (err: Error, c: Context) => {
     const request_id = (c.get('requestId') as string | undefined) ?? ''
