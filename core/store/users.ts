@@ -3,7 +3,7 @@ import type { KV } from '@nats-io/kv'
 import { z } from 'zod'
 import { USER_ID } from '../events.ts'
 import { listKeys } from './kv-keys.ts'
-import { isRevisionConflict } from './kv-records.ts'
+import { isRevisionConflict, releasePhone } from './kv-records.ts'
 
 /**
  * Communicators, durable in NATS JetStream KV (bucket `users`): `u.<id>` holds the profile and
@@ -138,10 +138,7 @@ export function createUserStore(kv: KV): UserStore {
           if (isRevisionConflict(err)) continue // someone else wrote in between: read again and retry
           throw err
         }
-        if (existing && existing.user.phone !== input.phone) {
-          const owner = await ownerOfPhone(existing.user.phone)
-          if (owner === id) await kv.delete(`p.${existing.user.phone}`)
-        }
+        if (existing && existing.user.phone !== input.phone) await releasePhone(kv, existing.user.phone, id)
         return { user, created: !existing, previous: existing?.user ?? null }
       }
       throw new UserConflict('conflict', 'communicator was changed concurrently; retry')
