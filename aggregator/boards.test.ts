@@ -28,7 +28,7 @@ const ev = (user: string, ts: number): StreamEvent => ({
 
 /** Every board with its members and stored scores. */
 async function boards(member?: string) {
-  const keys = (await redis.keys('b:*')).sort()
+  const keys = [...(await redis.keys('b:*')), ...(await redis.keys('g:*'))].sort()
   const out: Record<string, string[]> = {}
   for (const k of keys) {
     const all = await redis.zrange(k, 0, '-1', 'WITHSCORES')
@@ -53,6 +53,8 @@ describe('board writes are idempotent and order-free', () => {
     }
     const before = await boards()
     expect(Object.keys(before).length).toBe(2 * 5 * 6) // shares and points × 5 periods × (4 region levels + national + institution)
+    // Town, county and institution boards are complete (b:); city, province and national gated (g:).
+    expect(Object.keys(before).filter((k) => k.startsWith('g:')).length).toBe(2 * 5 * 3)
     // Every board but the all-time ones expires: its TTL is set once, after the ZADD that created it.
     for (const k of Object.keys(before)) {
       const ttl = await redis.ttl(k)
@@ -136,6 +138,6 @@ describe('groupByBoard', () => {
     const zadds = (info: string) => Number(/cmdstat_zadd:calls=(\d+)/.exec(info)?.[1] ?? 0)
     // Three users of one town and institution share every board: one ZADD per board.
     expect(zadds(after) - zadds(before)).toBe(new Set(ws.map((w) => w.key)).size)
-    for (const u of users) expect(await redis.zscore('b:s:n:a', u)).not.toBeNull()
+    for (const u of users) expect(await redis.zscore('g:s:n:a', u)).not.toBeNull()
   })
 })

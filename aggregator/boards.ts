@@ -1,7 +1,7 @@
 import { Command, type Redis } from 'ioredis'
 import type { RegionTree } from '../core/regions.ts'
 import { keys } from '../core/keys.ts'
-import { boardKey, METRICS, packCampaignScore, PERIOD_TTL_S, packScore, type BoardScope, type Metric } from '../core/scoring.ts'
+import { boardKey, DEFAULT_TOP_K, METRICS, packCampaignScore, PERIOD_TTL_S, packScore, type BoardScope, type Metric } from '../core/scoring.ts'
 import type { Campaign } from '../core/store/campaigns.ts'
 import { CAMPAIGN_KEEP_S } from './campaigns.ts'
 import type { Period } from '../core/time.ts'
@@ -52,7 +52,10 @@ export function createBoardKeys(tree: RegionTree) {
       let sc = lineages.get(regionCode)
       if (!sc) {
         const lineage = tree.lineage(regionCode).map((r) => r.code)
-        sc = (lineage.length ? lineage : [regionCode]).map((code) => intern('r' + code, () => ({ kind: 'region', code })))
+        const codes = lineage.length ? lineage : [regionCode]
+        sc = codes.map((code) => intern('r' + code, () => ({ kind: 'region', code })))
+        // Registered at a province or city code: her unit is that code's own board.
+        if (codes[0].length <= 4) sc.push(intern('o' + codes[0], () => ({ kind: 'own', code: codes[0] })))
         sc.push(national)
         lineages.set(regionCode, sc)
       }
@@ -166,36 +169,74 @@ function send(redis: Redis, name: string, args: (string | number)[]): Promise<un
   return c.promise
 }
 
+/** How often a gated board's K-th score is read again, and the board trimmed to K. */
+const THRESHOLD_REFRESH_MS = 1000
+
 /**
  * Writes a batch of board writes: one `ZADD key LT s1 m1 s2 m2 …` per board, however many users of
  * the batch it holds. Each command touches one key, so the same path serves a Redis Cluster, and
  * each write is idempotent and order-free. Grouping matters: a sorted-set command costs Redis
  * several microseconds on top of each member's update, and a county or national board is shared
  * by most users of a batch.
+ *
+ * Gated boards (g:…, city and above) take a write only when it can be in their top `topK`: its score
+ * is at least as good as the board's K-th score, cached here and read again at most once a second.
+ * That K-th score can only get better (ZADD LT, and the trim removes only what is below it), so a
+ * stale cache lets more through, never less; a skipped communicator has K others ahead of her for
+ * the rest of the period. The first K entries of a gated board are therefore exactly its top K
+ * (proof and reads in docs/boards.md). `forget()` drops the cache after a rebuild.
  */
-export function createBoardWriter() {
+export function createBoardWriter(opts: { topK: number; refreshMs?: number } = { topK: DEFAULT_TOP_K }) {
+  const K = opts.topK
+  const REFRESH_MS = opts.refreshMs ?? THRESHOLD_REFRESH_MS
   // Set each board's TTL once per process rather than on every write, whichever connection writes.
   const expiring = new Set<string>()
-  return async function write(redis: Redis, ws: Iterable<BoardWrite> | BoardGroups): Promise<void> {
+  /** Gated board → its K-th stored score (Infinity while it holds fewer than K) and when that was read. */
+  const thresholds = new Map<string, { score: number; at: number }>()
+  async function write(redis: Redis, ws: Iterable<BoardWrite> | BoardGroups): Promise<void> {
     const ops: Promise<unknown>[] = []
+    const now = Date.now()
     for (const [key, g] of ws instanceof Map ? ws : groupByBoard(ws)) {
+      const gated = key.charCodeAt(0) === 103 // 'g'
+      const th = gated ? thresholds.get(key) : undefined
+      const theta = th ? th.score : Infinity
       let args: (string | number)[] = [key, 'LT']
       for (const [member, score] of g.members) {
+        if (score > theta) continue // K others are ahead of it for good
         args.push(score, member)
         if (args.length >= 2 + 2 * MEMBERS_PER_ZADD) {
           ops.push(send(redis, 'zadd', args))
           args = [key, 'LT']
         }
       }
-      if (args.length > 2) ops.push(send(redis, 'zadd', args))
+      const wrote = args.length > 2
+      if (wrote) ops.push(send(redis, 'zadd', args))
       const ttl = g.period ? PERIOD_TTL_S[g.period] : null
-      if ((ttl || g.expireAtS) && !expiring.has(key)) {
+      if (wrote && (ttl || g.expireAtS) && !expiring.has(key)) {
         if (expiring.size > 200_000) expiring.clear()
         expiring.add(key)
         // After the ZADD that creates the key, on the same path (EXPIRE NX on no key does nothing).
         ops.push(ttl ? send(redis, 'expire', [key, ttl, 'NX']) : send(redis, 'expireat', [key, g.expireAtS!, 'NX']))
       }
+      if (gated && (!th || (wrote && now - th.at >= REFRESH_MS) || now - th.at >= 10 * REFRESH_MS)) {
+        if (thresholds.size > 200_000) thresholds.clear()
+        const entry = { score: theta, at: now }
+        thresholds.set(key, entry)
+        // After this batch's ZADD on the same connection: what lies past rank K now can never come back.
+        ops.push(send(redis, 'zremrangebyrank', [key, K, -1]))
+        ops.push(
+          (send(redis, 'zrange', [key, K - 1, K - 1, 'WITHSCORES']) as Promise<string[]>).then((r) => {
+            entry.score = r.length ? Number(r[1]) : Infinity
+          }),
+        )
+      }
     }
     await Promise.all(ops)
   }
+  return Object.assign(write, {
+    topK: K,
+    /** Forgets every cached K-th score (after a rebuild, a gated board may hold less than before). */
+    forget: () => thresholds.clear(),
+  })
 }
+export type BoardWriter = ReturnType<typeof createBoardWriter>

@@ -71,7 +71,7 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
    * connection move in lockstep: Redis idle while this process works, and the reverse. On their own
    * connections one batch's commands run while another's replies are handled here.
    */
-  const writeBoards = createBoardWriter()
+  const writeBoards = createBoardWriter({ topK: config.boards.topK })
   let lanes: Redis[] = []
   const openLanes = () => {
     lanes = Array.from({ length: BATCHES_IN_FLIGHT }, () => {
@@ -322,7 +322,8 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
       const mark = Number((await redis.get(keys.seq)) ?? -1)
       if (mustRebuild || mark < seenMark) {
         log.warn({ mark, seenMark }, 'rebuilding Redis from ClickHouse facts before counting resumes')
-        await rebuildRedis({ redis, ch, users: deps.users, tree, win, log, campaigns: deps.campaigns })
+        await rebuildRedis({ redis, ch, users: deps.users, tree, win, log, campaigns: deps.campaigns, topK: config.boards.topK })
+        writeBoards.forget()
       }
       await learnMark()
       redisLost = null
@@ -350,7 +351,8 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
       const stale = await redisIsStale(redis, ch)
       if (stale) {
         log.warn({ reason: stale }, 'Redis is empty or stale: rebuilding from ClickHouse facts before counting')
-        await rebuildRedis({ redis, ch, users: deps.users, tree, win, log, campaigns: deps.campaigns })
+        await rebuildRedis({ redis, ch, users: deps.users, tree, win, log, campaigns: deps.campaigns, topK: config.boards.topK })
+        writeBoards.forget()
       }
       await learnMark()
       openLanes()
@@ -371,7 +373,8 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
     rebuild() {
       return alone(async () => {
         await drain()
-        await rebuildRedis({ redis, ch, users: deps.users, tree, win, log, campaigns: deps.campaigns })
+        await rebuildRedis({ redis, ch, users: deps.users, tree, win, log, campaigns: deps.campaigns, topK: config.boards.topK })
+        writeBoards.forget()
         await learnMark()
         await resume()
       })

@@ -12,7 +12,7 @@ const now = Date.now()
 async function dumpState(): Promise<Record<string, unknown>> {
   const r = s.deps.redis
   const out: Record<string, unknown> = {}
-  for (const match of ['u:*', 'b:*', 'm:*']) {
+  for (const match of ['u:*', 'b:*', 'g:*', 'm:*']) {
     let cursor = '0'
     do {
       const [next, keys] = await r.scan(cursor, 'MATCH', match, 'COUNT', 1000)
@@ -94,7 +94,7 @@ describe('rebuild from facts', () => {
     const r = s.deps.redis
     // Take a snapshot (DUMP of every key), then count more.
     const keys: string[] = []
-    for (const m of ['u:*', 'b:*', 'm:*']) keys.push(...(await r.keys(m)))
+    for (const m of ['u:*', 'b:*', 'g:*', 'm:*']) keys.push(...(await r.keys(m)))
     const old = await Promise.all(keys.map(async (k) => [k, await r.dumpBuffer(k)] as const))
     await sendAndWait([share('r2', now - 2), share('r2', now - 3), share('r3', now - 4)])
     const live = await dumpState()
@@ -113,7 +113,7 @@ describe('rebuild from facts', () => {
     const score = async () => (await s.call('GET', '/v1/leaderboards/users/r2?metric=shares&period=all')).json.score as number
     const start = await score()
     const keys: string[] = []
-    for (const m of ['u:*', 'b:*', 'm:*']) keys.push(...(await r.keys(m)))
+    for (const m of ['u:*', 'b:*', 'g:*', 'm:*']) keys.push(...(await r.keys(m)))
     const old = await Promise.all(keys.map(async (k) => [k, await r.dumpBuffer(k)] as const))
     await sendAndWait([share('r2', now - 6), share('r2', now - 7)])
     expect(await score()).toBe(start + 2)

@@ -3,7 +3,7 @@ import type { Redis } from 'ioredis'
 import type { Logger } from 'pino'
 import { cacheUsers, DERIVED_PATTERNS, keys } from '../core/keys.ts'
 import type { RegionTree } from '../core/regions.ts'
-import { boardKey, PERIOD_TTL_S, packScore, scopesOf, type Metric } from '../core/scoring.ts'
+import { boardKey, DEFAULT_TOP_K, isGated, PERIOD_TTL_S, packScore, scopesOf, type Metric } from '../core/scoring.ts'
 import type { User, UserStore } from '../core/store/users.ts'
 import { compactDay, isoDay, PERIODS, periodRange, type Period } from '../core/time.ts'
 import { fingerprint, type DedupeWindow } from './user-step.ts'
@@ -52,6 +52,24 @@ async function deleteDerived(redis: Redis): Promise<number> {
   return n
 }
 
+/** The best k (score, member) pairs seen, in board order (lower stored score first, then member). */
+class TopK {
+  private items: [number, string][] = []
+  constructor(private k: number, readonly ttl: number | null) {}
+  add(score: number, member: string) {
+    this.items.push([score, member])
+    if (this.items.length >= 4 * this.k) this.cut()
+  }
+  private cut() {
+    this.items.sort((a, b) => a[0] - b[0] || (a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0))
+    this.items.length = Math.min(this.items.length, this.k)
+  }
+  best(): [number, string][] {
+    this.cut()
+    return this.items
+  }
+}
+
 class Writer {
   private p: ReturnType<Redis['pipeline']>
   private n = 0
@@ -90,6 +108,8 @@ export async function rebuildRedis(deps: {
   log: Logger
   /** Campaigns not yet final get their totals and boards back too. */
   campaigns?: CampaignStore
+  /** Entries each gated board keeps (BOARD_TOP_K; the aggregator's own). */
+  topK?: number
 }): Promise<void> {
   const { redis } = deps
   // The store refuses to spend or refund points while wallets are gone or half restored (an hour at
@@ -125,8 +145,11 @@ async function rebuildAll(deps: Parameters<typeof rebuildRedis>[0]): Promise<voi
 
   const now = Date.now()
   const w = new Writer(redis)
-  // 2. Each user's totals per period, and the boards from them.
+  const K = deps.topK ?? DEFAULT_TOP_K
+  // 2. Each user's totals per period, and the boards from them. A gated board gets its top K only,
+  // what live writes would have let through (see createBoardWriter), chosen here in memory.
   for (const period of PERIODS) {
+    const gated = new Map<string, TopK>()
     const ttl = PERIOD_TTL_S[period]
     const minDay = ttl ? isoDay(now - ttl * 1000 - 366 * 86400_000) : '1970-01-01'
     const list = await rows<{ user_id: string; pk: string; s: string; sr: string; p: string; pr: string; region: string; inst: string }>(
@@ -159,6 +182,12 @@ async function rebuildAll(deps: Parameters<typeof rebuildRedis>[0]): Promise<voi
         const score = packScore(period, range.startMs, Number(count), Number(at))
         for (const s of scopes) {
           const bk = boardKey(metric, s, range.key)
+          if (isGated(s)) {
+            let t = gated.get(bk)
+            if (!t) gated.set(bk, (t = new TopK(K, ttl)))
+            t.add(score, r.user_id)
+            continue
+          }
           await w.add((p) => {
             p.zadd(bk, 'LT', score, r.user_id)
             if (ttl) p.expire(bk, ttl, 'NX')
@@ -166,7 +195,11 @@ async function rebuildAll(deps: Parameters<typeof rebuildRedis>[0]): Promise<voi
         }
       }
     }
-    log.info({ period, rows: list.length }, 'rebuild: totals and boards written')
+    for (const [bk, t] of gated) {
+      for (const [score, member] of t.best()) await w.add((p) => p.zadd(bk, 'LT', score, member))
+      if (t.ttl) await w.add((p) => p.expire(bk, t.ttl!, 'NX'))
+    }
+    log.info({ period, rows: list.length, gated: gated.size }, 'rebuild: totals and boards written')
   }
 
   // 3. Caps counters and sign-in streaks of recent days.

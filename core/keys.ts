@@ -4,7 +4,7 @@ import type { User } from './store/users.ts'
 /**
  * Redis key names. Everything about one communicator carries the hash tag {<user id>}, so the
  * per-user step touches a single hash slot and runs as one script on a Redis Cluster too.
- * Boards (b:…) are one key each and are written idempotently (see core/scoring.ts).
+ * Boards (b:… complete, g:… gated top K) are one key each and are written idempotently (see core/scoring.ts).
  */
 export const keys = {
   info: (u: string) => `u:{${u}}:i`,
@@ -21,7 +21,7 @@ export const keys = {
   campaignLive: (campaignId: string) => `k:${campaignId}:live`,
 }
 /** Key patterns rebuilt from facts (and so deleted before a rebuild). */
-export const DERIVED_PATTERNS = ['u:*', 'b:*', 'm:*', 'k:*']
+export const DERIVED_PATTERNS = ['u:*', 'b:*', 'g:*', 'm:*', 'k:*']
 
 export function infoFields(u: User): Record<string, string> {
   return { n: u.real_name, r: u.region_code, i: u.institution_id, c: String(u.certified_at), x: String(u.ix ?? 0) }

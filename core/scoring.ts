@@ -56,15 +56,27 @@ export function unpackScore(period: Period, startMs: number, stored: number): { 
   return { count, reachedAt: startMs + slot * res }
 }
 
-/** Scope of a board: national, a region (any level) or an institution. */
-export type BoardScope = { kind: 'national' } | { kind: 'region'; code: string } | { kind: 'institution'; id: string }
+/**
+ * Scope of a board: national, a region (any level), an institution, or the communicators registered
+ * at a province or city code itself ("own": they belong to no county).
+ */
+export type BoardScope = { kind: 'national' } | { kind: 'region'; code: string } | { kind: 'institution'; id: string } | { kind: 'own'; code: string }
 
 export function scopeTag(s: BoardScope): string {
-  return s.kind === 'national' ? 'n' : s.kind === 'region' ? `r${s.code}` : `i${s.id}`
+  return s.kind === 'national' ? 'n' : s.kind === 'region' ? `r${s.code}` : s.kind === 'own' ? `o${s.code}` : `i${s.id}`
 }
 
+/**
+ * Which boards hold every member and which only who can be in their top K (docs/boards.md).
+ * Town, county, institution and "own" boards are complete (b:…): every counted communicator, her
+ * exact score. City, province and national boards are gated (g:…): a write goes up only when it can
+ * be in the top K, so their first K entries are exactly the top K; the rest of such a board is read
+ * by merging its units, the complete boards that partition it (counties and own boards).
+ */
+export const isGated = (s: BoardScope): boolean => s.kind === 'national' || (s.kind === 'region' && s.code.length <= 4)
+
 export function boardKey(metric: Metric, scope: BoardScope, periodKey: string): string {
-  return `b:${METRIC_TAG[metric]}:${scopeTag(scope)}:${periodKey}`
+  return `${isGated(scope) ? 'g' : 'b'}:${METRIC_TAG[metric]}:${scopeTag(scope)}:${periodKey}`
 }
 
 /** How long a board or a user's period totals are kept in Redis after their period starts. */
@@ -81,12 +93,22 @@ export function periodsOf(ts: number): PeriodRange[] {
   return PERIODS.map((p) => periodRange(p, ts))
 }
 
-/** Every board scope an event touches: its region's lineage (town → province), national, institution. */
+/**
+ * Every board scope an event touches: its region's lineage (town → province), national, institution,
+ * and, for a communicator registered at a province or city code, that code's own board (her unit).
+ */
 export function scopesOf(lineage: string[], institutionId: string): BoardScope[] {
   const out: BoardScope[] = lineage.map((code) => ({ kind: 'region', code }) as BoardScope)
+  if (lineage.length && lineage[0].length <= 4) out.push({ kind: 'own', code: lineage[0] })
   out.push({ kind: 'national' })
   if (institutionId) out.push({ kind: 'institution', id: institutionId })
   return out
+}
+
+/** The complete board that holds a communicator registered at `lineage[0]` inside every gated board above her. */
+export function unitScope(lineage: string[]): BoardScope {
+  const county = lineage.find((c) => c.length === 6)
+  return county ? { kind: 'region', code: county } : lineage[0]?.length === 9 ? { kind: 'region', code: lineage[0] } : { kind: 'own', code: lineage[0] ?? '' }
 }
 
 /** Campaign boards pack like a year (ms slots from the start) or, for windows over 366 days, like 'all'. */
@@ -97,3 +119,6 @@ export function packCampaignScore(c: { starts_at: number; ends_at: number }, cou
 export function unpackCampaignScore(c: { starts_at: number; ends_at: number }, stored: number): { count: number; reachedAt: number } {
   return unpackScore(campaignPacking(c.starts_at, c.ends_at), c.starts_at, stored)
 }
+
+/** How many entries a gated board keeps exact (BOARD_TOP_K): the top pages every reader asks for. */
+export const DEFAULT_TOP_K = 1000

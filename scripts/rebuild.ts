@@ -17,7 +17,7 @@ try {
   const redisUrl = config.redis.url ?? (local.push(await startRedis(config.dataDir, config.redis.localPort, log)), local.at(-1)!.url)
   const natsUrl = config.nats.url ?? (local.push(await startNats(config.dataDir, config.nats.localPort, log)), local.at(-1)!.url)
   const deps = await connectDeps(config, { redis: redisUrl, nats: natsUrl }, log)
-  await rebuildRedis({ ...deps, win: dedupeWindow(config.events.maxAgeMs, config.events.maxFutureMs) })
+  await rebuildRedis({ ...deps, win: dedupeWindow(config.events.maxAgeMs, config.events.maxFutureMs), topK: config.boards.topK })
   await deps.close()
 } catch (err) {
   log.fatal({ err: String(err) }, 'rebuild failed (is the service still running on this DATA_DIR?)')

@@ -1,10 +1,10 @@
-import { createHash } from 'node:crypto'
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi'
 import type { Redis } from 'ioredis'
 import { badRequest, forbidden, notFound } from '../../core/errors.ts'
 import { readInfos } from '../../core/keys.ts'
 import type { RegionTree } from '../../core/regions.ts'
-import { boardKey, unpackScore, type BoardScope, type Metric } from '../../core/scoring.ts'
+import { unitScope, unpackScore, type BoardScope, type Metric } from '../../core/scoring.ts'
+import { createBoardReader, encodeCursor, type BoardReader, type BoardRef } from '../../core/board-reads.ts'
 import type { UserStore } from '../../core/store/users.ts'
 import { parseDay, periodRange, PERIODS, shanghaiIso, type Period, type PeriodRange } from '../../core/time.ts'
 import type { AuthEnv, Principal } from '../middleware/auth/index.ts'
@@ -43,6 +43,7 @@ async function targetOf(b: Board, deps: Pick<LeaderboardDeps, 'institutions'>): 
 
 interface Board {
   key: string
+  ref: BoardRef
   metric: Metric
   range: PeriodRange
   region: string | null
@@ -57,12 +58,13 @@ export function periodOn(period: Period, date: string | undefined): PeriodRange 
   return periodRange(period, d)
 }
 
-function resolveBoard(q: z.infer<typeof BoardQuery>, tree: RegionTree): Board {
+function resolveBoard(q: z.infer<typeof BoardQuery>, tree: RegionTree, reader: BoardReader): Board {
   if (q.region && q.institution) throw badRequest('give region or institution, not both')
   if (q.region && !tree.get(q.region)) throw notFound(`region ${q.region} is not a GB/T 2260 division`)
   const range = periodOn(q.period, q.date)
   const scope: BoardScope = q.institution ? { kind: 'institution', id: q.institution } : q.region ? { kind: 'region', code: q.region } : { kind: 'national' }
-  return { key: boardKey(q.metric, scope, range.key), metric: q.metric, range, region: q.region ?? null, institution: q.institution ?? null }
+  const ref = reader.ref(q.metric, scope, range.key)
+  return { key: ref.key, ref, metric: q.metric, range, region: q.region ?? null, institution: q.institution ?? null }
 }
 
 /** Real names go to operators and officials in scope; apps and communicators, who may show boards publicly, get them masked (张*). */
@@ -92,55 +94,11 @@ async function toEntries(redis: Redis, board: Board, flat: string[], firstRank: 
   })
 }
 
-/** A short tag of the board a cursor was cut from (its Redis key: metric, scope, period and bucket). */
-const boardTag = (key: string) => createHash('sha1').update(key).digest('base64url').slice(0, 8)
+export { decodeCursor, encodeCursor, pageBoard } from '../../core/board-reads.ts'
 
-/** The cursor after an entry: its stored score and user id, and the board's tag. */
-export const encodeCursor = (score: number, user: string, key: string) => Buffer.from(JSON.stringify([score, user, boardTag(key)])).toString('base64url')
-/** A cursor of this board; one cut from another board (say all-time, used on a month) is refused rather than read as an empty page. */
-export function decodeCursor(s: string, key: string): [number, string] {
-  let v: unknown
-  try {
-    v = JSON.parse(Buffer.from(s, 'base64url').toString())
-  } catch {
-    /* fall through */
-  }
-  if (Array.isArray(v) && typeof v[0] === 'number' && typeof v[1] === 'string' && (v.length === 2 || (v.length === 3 && typeof v[2] === 'string'))) {
-    if (v.length === 3 && v[2] !== boardTag(key)) throw badRequest('after: a cursor from another board (metric, region, institution or period); start again without it', 'invalid_cursor')
-    return [v[0], v[1]]
-  }
-  throw badRequest('after: not a cursor this service returned', 'invalid_cursor')
-}
-
-/**
- * One page of a sorted-set board (stored scores ascending = best first): from the top, or after a
- * cursor (stored score, user id) so that pages neither skip nor repeat while scores change.
- */
-export async function pageBoard(redis: Redis, key: string, limit: number, after?: string): Promise<{ flat: string[]; firstRank: number }> {
-  if (!after) return { flat: await redis.zrange(key, 0, String(limit - 1), 'WITHSCORES'), firstRank: 1 }
-  const [score, user] = decodeCursor(after, key)
-  // Members at the cursor's score sort by user id; skip up to and including the cursor.
-  let flat: string[] = []
-  let extra = 0
-  for (;;) {
-    const got = await redis.zrange(key, String(score), '+inf', 'BYSCORE', 'LIMIT', 0, limit + extra + 1, 'WITHSCORES')
-    const kept: string[] = []
-    let skipped = 0
-    for (let i = 0; i < got.length; i += 2) {
-      const s = Number(got[i + 1])
-      if (s === score && got[i] <= user) skipped++
-      else kept.push(got[i], got[i + 1])
-    }
-    flat = kept.slice(0, limit * 2)
-    if (got.length / 2 < limit + extra + 1 || kept.length / 2 >= limit) break
-    extra += skipped + 100
-  }
-  const firstRank = flat.length ? ((await redis.zrank(key, flat[0])) ?? 0) + 1 : 1
-  return { flat, firstRank }
-}
-
-export function mountLeaderboards(app: OpenAPIHono<AuthEnv>, deps: LeaderboardDeps) {
+export function mountLeaderboards(app: OpenAPIHono<AuthEnv>, deps: LeaderboardDeps, opts: { topK: number }) {
   const { redis, tree } = deps
+  const reader = createBoardReader({ redis, tree, topK: opts.topK })
   const listRoute = createRoute({
     method: 'get',
     path: '/v1/leaderboards',
@@ -170,10 +128,9 @@ export function mountLeaderboards(app: OpenAPIHono<AuthEnv>, deps: LeaderboardDe
   })
   app.openapi(listRoute, async (c) => {
     const q = c.req.valid('query')
-    const board = resolveBoard(q, tree)
+    const board = resolveBoard(q, tree, reader)
     mustRead(c.get('principal'), await targetOf(board, deps))
-    const total = await redis.zcard(board.key)
-    const { flat, firstRank } = await pageBoard(redis, board.key, q.limit, q.after)
+    const [total, { flat, firstRank }] = await Promise.all([reader.total(board.ref), reader.page(board.ref, q.limit, q.after)])
     const entries = await toEntries(redis, board, flat, firstRank, c.get('principal'))
     const last = entries[entries.length - 1]
     const next = last && last.rank < total && entries.length === q.limit ? encodeCursor(last._stored, last.user_id, board.key) : null
@@ -205,18 +162,20 @@ export function mountLeaderboards(app: OpenAPIHono<AuthEnv>, deps: LeaderboardDe
   app.openapi(meRoute, async (c) => {
     const { user_id } = c.req.valid('param')
     const q = c.req.valid('query')
-    const board = resolveBoard(q, tree)
+    const board = resolveBoard(q, tree, reader)
     const p = c.get('principal')
     mustRead(p, await targetOf(board, deps))
     const info = (await readInfos(redis, [user_id])).get(user_id) ?? (await deps.users.get(user_id))
     if (p.kind === 'official' && !(info && coversUser(p, info))) throw forbidden('outside your scope')
     if (!info) throw notFound('no such communicator')
-    const [rank, total] = await Promise.all([redis.zrank(board.key, user_id), redis.zcard(board.key)])
-    if (rank === null) return c.json({ rank: null, score: 0, total, entries: [] }, 200)
-    const from = Math.max(0, rank - q.around)
-    const flat = await redis.zrange(board.key, from, String(rank + q.around), 'WITHSCORES')
-    const entries = (await toEntries(redis, board, flat, from + 1, c.get('principal'))).map(({ _stored, ...e }) => e)
+    const lineage = tree.lineage(info.region_code).map((r) => r.code)
+    const sc = board.ref.scope
+    // Her unit: the complete board that holds her inside a gated board (none when she is outside it).
+    const unit = sc.kind === 'national' || (sc.kind === 'region' && lineage.includes(sc.code)) ? unitScope(lineage.length ? lineage : [info.region_code]) : null
+    const [around, total] = await Promise.all([reader.around(board.ref, user_id, unit, q.around), reader.total(board.ref)])
+    if (around.rank === null) return c.json({ rank: null, score: 0, total, entries: [] }, 200)
+    const entries = (await toEntries(redis, board, around.flat, around.firstRank, c.get('principal'))).map(({ _stored, ...e }) => e)
     const me = entries.find((e) => e.user_id === user_id)
-    return c.json({ rank: rank + 1, score: me?.score ?? 0, total, entries }, 200)
+    return c.json({ rank: around.rank, score: me?.score ?? 0, total, entries }, 200)
   })
 }
