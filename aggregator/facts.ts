@@ -8,6 +8,8 @@ import type { Decision } from './user-step.ts'
 export interface FactRow {
   event_id: string
   stream_seq: number
+  /** Index in its stream message (a batch holds a request's events). */
+  stream_idx: number
   type: string
   user_id: string
   user_ix: number
@@ -39,10 +41,11 @@ const REASONS: Record<string, string> = {
   uncertified: 'event time is before the communicator was certified',
 }
 
-export function eventFact(ev: StreamEvent, seq: number, d: Decision): FactRow {
+export function eventFact(ev: StreamEvent, seq: number, d: Decision, idx = 0): FactRow {
   return {
     event_id: ev.id,
     stream_seq: seq,
+    stream_idx: idx,
     type: ev.type,
     user_id: ev.user_id,
     user_ix: d.user_ix,
@@ -68,10 +71,11 @@ export function eventFact(ev: StreamEvent, seq: number, d: Decision): FactRow {
 }
 
 /** A refused event (or an unreadable stream message) as a fact: the dead-letter record. */
-export function rejectedFact(r: RejectedEvent, seq: number): FactRow {
+export function rejectedFact(r: RejectedEvent, seq: number, idx = 0): FactRow {
   return {
     event_id: r.id,
     stream_seq: seq,
+    stream_idx: idx,
     type: r.type.slice(0, 32),
     user_id: r.user_id,
     user_ix: 0,

@@ -5,7 +5,7 @@ import type { NatsConnection } from '@nats-io/nats-core'
 import type { Redis } from 'ioredis'
 import type { Logger } from 'pino'
 import type { Config } from '../core/config.ts'
-import { StreamMessageSchema, type StreamMessage } from '../core/events.ts'
+import { itemsOf, StreamMessageSchema, type StreamItem } from '../core/events.ts'
 import { keys } from '../core/keys.ts'
 import type { Metrics } from '../core/metrics.ts'
 import type { RegionTree } from '../core/regions.ts'
@@ -43,6 +43,12 @@ export interface Aggregator {
   events: EventEmitter
   /** Campaign backfills and settlements (run by every aggregator; leases make each run once). */
   jobs: CampaignJobs
+}
+
+/** A pulled message and its decoded items. */
+interface Pulled {
+  m: JsMsg
+  items: StreamItem[]
 }
 
 export function createAggregator(config: Config, deps: AggregatorDeps): Aggregator {
@@ -87,7 +93,9 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
 
   let messages: ConsumerMessages | null = null
   let loop: Promise<void> | null = null
-  let pending: JsMsg[] = []
+  /** Pulled messages, decoded, waiting for a batch; and how many events they hold. */
+  let pending: Pulled[] = []
+  let pendingItems = 0
   let wakePuller: (() => void) | null = null
   const wake = () => {
     const w = wakePuller
@@ -110,7 +118,8 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
   let mustRebuild = false
   let naks = 0
 
-  function decode(m: JsMsg): StreamMessage {
+  /** A message's items (a batch's events and dead letters, or one event); an unreadable one becomes a dead letter. */
+  function decode(m: JsMsg): StreamItem[] {
     let body: unknown
     try {
       body = m.json()
@@ -118,22 +127,21 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
       body = undefined
     }
     const r = StreamMessageSchema.safeParse(body)
-    if (r.success) return r.data
-    return { kind: 'rejected', id: '', user_id: '', type: '', code: 'bad_message', message: 'unreadable stream message', received_at: Date.now(), app_id: '', raw: new TextDecoder().decode(m.data).slice(0, 2048) }
+    if (r.success) return itemsOf(r.data)
+    return [{ kind: 'rejected', id: '', user_id: '', type: '', code: 'bad_message', message: 'unreadable stream message', received_at: Date.now(), app_id: '', raw: new TextDecoder().decode(m.data).slice(0, 2048) }]
   }
 
-  /** The chain for one message: decode → per-user step → its board writes (into the batch's groups) and fact row. */
-  async function handle(m: JsMsg, boards: BoardGroups, conn: Redis): Promise<{ fact: FactRow; pendingLive: string[] }> {
-    const msg = decode(m)
-    if (msg.kind === 'rejected') return { fact: rejectedFact(msg, m.seq), pendingLive: [] }
+  /** The chain for one event: per-user step → its board writes (into the batch's groups) and fact row. Its place: (seq, idx). */
+  async function handle(msg: StreamItem, seq: number, idx: number, boards: BoardGroups, conn: Redis): Promise<{ fact: FactRow; pendingLive: string[] }> {
+    if (msg.kind === 'rejected') return { fact: rejectedFact(msg, seq, idx), pendingLive: [] }
     const candidates = feed.candidates(msg)
-    const d = await applyUserStep(conn, msg, m.seq, win, candidates)
+    const d = await applyUserStep(conn, msg, seq, win, candidates, idx)
     metrics.decisions.inc({ type: msg.type, decision: d.decision })
     if (d.decision === 'duplicate') metrics.eventsDuplicate.inc({ stage: 'aggregator' })
     // Campaigns still backfilling that this event was fed to live (the backfill skips such events).
     const pendingLive = d.status === 'new' ? d.campaigns.filter((c) => candidates.find((x) => x.id === c.id)?.pending).map((c) => c.id) : []
     addBoardWrites(boards, boardKeys, msg.user_id, d, feed.get)
-    return { fact: eventFact(msg, m.seq, d), pendingLive }
+    return { fact: eventFact(msg, seq, d, idx), pendingLive }
   }
 
   /** m:seq in batch order (see createSeqMark); each batch is numbered when it starts. */
@@ -156,15 +164,18 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
     seenMark = Math.max(seenMark, mark)
   })
 
-  async function processBatch(batch: JsMsg[], no: number, conn: Redis): Promise<void> {
+  async function processBatch(pulled: Pulled[], no: number, conn: Redis): Promise<void> {
     let marked = false
-    metrics.batchSize.observe(batch.length)
+    const batch = pulled.map((p) => p.m)
     let rows: FactRow[]
     try {
       // After the pull, before any step: campaigns stored before these messages were published are known.
       await feed.refresh()
       const boards: BoardGroups = new Map()
-      const handled = await Promise.all(batch.map((m) => handle(m, boards, conn)))
+      const work: Promise<{ fact: FactRow; pendingLive: string[] }>[] = []
+      for (const p of pulled) p.items.forEach((item, idx) => work.push(handle(item, p.m.seq, idx, boards, conn)))
+      metrics.batchSize.observe(work.length)
+      const handled = await Promise.all(work)
       rows = handled.map((h) => h.fact)
       const live = new Map<string, Set<string>>()
       handled.forEach((h, i) => h.pendingLive.forEach((id) => (live.get(id) ?? live.set(id, new Set()).get(id)!).add(rows[i].user_id)))
@@ -190,7 +201,11 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
     naks = 0
     buffer.msgs.push(...batch)
     buffer.rows.push(...rows)
-    batch.forEach((m, i) => m.redelivered && buffer.maybeStored.push(rows[i]))
+    let at = 0
+    for (const p of pulled) {
+      if (p.m.redelivered) buffer.maybeStored.push(...rows.slice(at, at + p.items.length))
+      at += p.items.length
+    }
     if (buffer.rows.length >= config.facts.batchSize) {
       // At most one insert in flight and one waiting: the step waits for ClickHouse beyond that.
       const previous = flushing
@@ -252,14 +267,19 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
       scheduled = false
       while (pending.length && !redisLost && freeLanes.length) {
         const lane = freeLanes.pop()!
-        const p: Promise<void> = processBatch(pending.splice(0, MAX_BATCH), started++, lane).finally(() => {
+        // Whole messages, up to MAX_BATCH events (at least one message).
+        let n = 0
+        let items = 0
+        while (n < pending.length && (n === 0 || items + pending[n].items.length <= MAX_BATCH)) items += pending[n++].items.length
+        pendingItems -= items
+        const p: Promise<void> = processBatch(pending.splice(0, n), started++, lane).finally(() => {
           inFlight.delete(p)
           freeLanes.push(lane)
           schedule()
         })
         inFlight.add(p)
       }
-      if (pending.length < MAX_QUEUED) wake()
+      if (pendingItems < MAX_QUEUED) wake()
     })
   }
 
@@ -269,15 +289,19 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
 
   async function subscribe(): Promise<ConsumerMessages> {
     const consumer = await js.consumers.get(config.nats.stream, CONSUMER)
-    return consumer.consume({ max_messages: MAX_BATCH })
+    // Pulled by bytes, not messages: a message may hold one event or a thousand. 2 MiB is a few
+    // thousand events, worked through well inside ack_wait.
+    return consumer.consume({ max_bytes: 2 * 1024 * 1024 })
   }
 
   async function consume(ms: ConsumerMessages) {
     for await (const m of ms) {
-      pending.push(m)
+      const items = decode(m)
+      pending.push({ m, items })
+      pendingItems += items.length
       schedule()
       // Back-pressure: stop iterating, and so stop pulling, while enough is queued.
-      if (pending.length >= MAX_QUEUED) await new Promise<void>((r) => (wakePuller = r))
+      if (pendingItems >= MAX_QUEUED) await new Promise<void>((r) => (wakePuller = r))
     }
   }
 
@@ -289,7 +313,8 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
     loop = null
     await idle()
     // Anything still pending was never applied: let JetStream redeliver it.
-    for (const m of pending.splice(0)) m.nak()
+    for (const p of pending.splice(0)) p.m.nak()
+    pendingItems = 0
     await flush()
     await flushing
   }

@@ -6,7 +6,7 @@ import type { RegionTree } from '../core/regions.ts'
 import { boardKey, DEFAULT_TOP_K, isGated, PERIOD_TTL_S, packScore, scopesOf, type Metric } from '../core/scoring.ts'
 import type { User, UserStore } from '../core/store/users.ts'
 import { compactDay, isoDay, PERIODS, periodRange, type Period } from '../core/time.ts'
-import { fingerprint, type DedupeWindow } from './user-step.ts'
+import { fingerprint, placeOf, type DedupeWindow } from './user-step.ts'
 import { campaignStatus, type CampaignStore } from '../core/store/campaigns.ts'
 import { packCampaignScore } from '../core/scoring.ts'
 import { campaignSums } from './campaign-jobs.ts'
@@ -226,9 +226,9 @@ async function rebuildAll(deps: Parameters<typeof rebuildRedis>[0]): Promise<voi
   let dedupe = 0
   for (let i = 0; i < win.buckets; i++) {
     const day = compactDay(now - i * 86400_000)
-    const list = await rows<{ event_id: string; stream_seq: string; user_id: string; decision: string; points: string; streak: string }>(
+    const list = await rows<{ event_id: string; stream_seq: string; stream_idx: string; user_id: string; decision: string; points: string; streak: string }>(
       ch,
-      `SELECT event_id, stream_seq, user_id, decision, points, streak FROM facts FINAL
+      `SELECT event_id, stream_seq, stream_idx, user_id, decision, points, streak FROM facts FINAL
        WHERE decision IN ('counted', 'capped', 'unknown_user', 'uncertified')
          AND formatDateTime(received_at, '%Y%m%d') = {day:String}
          AND day BETWEEN {lo:Date} AND {hi:Date}`,
@@ -236,7 +236,7 @@ async function rebuildAll(deps: Parameters<typeof rebuildRedis>[0]): Promise<voi
     )
     for (const f of list) {
       const key = keys.dedupe(f.user_id, day)
-      const value = `${f.stream_seq}:${codes[f.decision]}${f.decision === 'counted' ? f.points : 0}:${f.decision === 'counted' ? f.streak : 0}`
+      const value = `${placeOf(Number(f.stream_seq), Number(f.stream_idx))}:${codes[f.decision]}${f.decision === 'counted' ? f.points : 0}:${f.decision === 'counted' ? f.streak : 0}`
       await w.add((p) => {
         p.hset(key, fingerprint(f.event_id), value)
         p.expire(key, win.ttlSeconds)

@@ -9,14 +9,15 @@
 -- KEYS[8+nb..] u:{U}:k:<campaign> the user's totals in each candidate campaign (s, sr, p, pr as
 --                                for periods; l:<fingerprint> marks an event fed live while the
 --                                campaign's backfill is pending; b marks a backfilled user)
--- ARGV: fingerprint (16 hex digits), seq, type, ts, limit, pointsLimit, points, shares, isSignin, maxBonus,
+-- ARGV: fingerprint (16 hex digits), place, type, ts, limit, pointsLimit, points, shares, isSignin, maxBonus,
 --       bucketTtl, ttl d, w, m, y, a (0 = none), nBuckets, nCampaigns, then per campaign:
 --       region prefix ('' any), institution ('' any), pending ('1' while backfilling), expire-at (s)
 -- Candidate campaigns are those whose window holds the event time and whose cutoff is after its
 -- receipt; the script keeps those that hold the communicator (region prefix, institution).
--- A decision is stored as "<seq>:<code><points>:<streak>". A message seen again with the same
--- stream seq is a redelivery: its decision is repeated, never its effect. With another seq it is a
--- resend of the same event id: a duplicate.
+-- A decision is stored as "<place>:<code><points>:<streak>", the place being the event's stream
+-- sequence, or "<seq>.<index>" for an event past the first of a batch message. An event seen again at
+-- the same place is a redelivery: its decision is repeated, never its effect. At another place it is
+-- a resend of the same event id: a duplicate.
 -- The fingerprint comes as 16 hex digits (a string is far cheaper for the client to send than a
 -- binary argument) and is stored as its 8 bytes, decoded as two 32-bit numbers (exact in a double;
 -- six times cheaper than a gsub over its 8 hex pairs).
@@ -106,7 +107,7 @@ end
 for i = 0, nb - 1 do
   local v = redis.call('HGET', KEYS[8 + i], fp)
   if v then
-    local s, code, pts, streak = string.match(v, '^(%d+):(%a)(%d+):(%d+)$')
+    local s, code, pts, streak = string.match(v, '^([%d.]+):(%a)(%d+):(%d+)$')
     if s == seq then return reply('repeat', code, pts, streak) end
     return reply('dup', code, '0', '0')
   end

@@ -88,7 +88,10 @@ export function defineUserStep(redis: Redis): void {
 }
 
 /** Keys and arguments of the per-user step, exported for the benchmark's raw ceiling. */
-export function userStepArgs(ev: StreamEvent, seq: number, win: DedupeWindow, campaigns: CampaignArg[] = []): (string | number)[] {
+/** An event's place in the stream: its message's sequence, and its index when past the first item of a batch. */
+export const placeOf = (seq: number, idx = 0) => (idx ? `${seq}.${idx}` : String(seq))
+
+export function userStepArgs(ev: StreamEvent, seq: number, win: DedupeWindow, campaigns: CampaignArg[] = [], idx = 0): (string | number)[] {
   const ranges = PERIODS.map((p) => periodRange(p, ev.ts))
   const dayStart = ranges[0].startMs
   const k: string[] = [keys.info(ev.user_id)]
@@ -101,7 +104,7 @@ export function userStepArgs(ev: StreamEvent, seq: number, win: DedupeWindow, ca
     k.length,
     ...k,
     fingerprintHex(ev.id),
-    String(seq),
+    placeOf(seq, idx),
     ev.type,
     ev.ts,
     rule.limit,
@@ -118,8 +121,8 @@ export function userStepArgs(ev: StreamEvent, seq: number, win: DedupeWindow, ca
   ]
 }
 
-export async function applyUserStep(redis: Redis, ev: StreamEvent, seq: number, win: DedupeWindow, campaigns: CampaignArg[] = []): Promise<Decision> {
-  const r = await redis.userStep(...userStepArgs(ev, seq, win, campaigns))
+export async function applyUserStep(redis: Redis, ev: StreamEvent, seq: number, win: DedupeWindow, campaigns: CampaignArg[] = [], idx = 0): Promise<Decision> {
+  const r = await redis.userStep(...userStepArgs(ev, seq, win, campaigns, idx))
   return parseReply(r.split(','), ev, campaigns)
 }
 

@@ -27,7 +27,7 @@ beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'kepu-rollup-'))
   ch = await createClickHouse({ dataDir: dir })
   await migrate(ch)
-  const facts = `SELECT concat('e', toString(number)) AS event_id, number + 1 AS stream_seq,
+  const facts = `SELECT concat('e', toString(number)) AS event_id, number + 1 AS stream_seq, 0 AS stream_idx,
       ['share_back', 'read', 'signin'][number % 3 + 1] AS type, concat('u', toString(number % 97)) AS user_id, toUInt32(number % 97 + 1) AS user_ix,
       'app' AS app_id, toDateTime64('2025-01-01 12:00:00', 3, 'Asia/Shanghai') + toIntervalDay(number % 425) AS ts, ts AS client_ts, NULL AS sent_at, ts AS received_at,
       toDate(ts, 'Asia/Shanghai') AS day, if(number % 11 = 0, 'capped', if(number % 13 = 0, 'duplicate', 'counted')) AS decision, '' AS reason,

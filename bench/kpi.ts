@@ -55,7 +55,7 @@ for (let off = 0; off < FACTS; off += CHUNK) {
   const n = Math.min(CHUNK, FACTS - off)
   await ch.command({
     query: `INSERT INTO facts SELECT
-        concat('e', toString(number)) AS event_id, number + 1 AS stream_seq,
+        concat('e', toString(number)) AS event_id, number + 1 AS stream_seq, 0 AS stream_idx,
         if(number % 10 < 8, 'share_back', 'read') AS type,
         concat('bu', toString(number % ${USERS})) AS user_id, toUInt32(number % ${USERS} + 1) AS user_ix, 'bench' AS app_id,
         fromUnixTimestamp64Milli(toInt64(${today} - (364 - intDiv(number * 365, ${FACTS})) * 86400000 + (number % 86400) * 1000)) AS ts, ts AS client_ts, NULL AS sent_at, ts AS received_at,

@@ -8,6 +8,8 @@ import { parseInstant } from './time.ts'
 export const EVENT_TYPES = ['signin', 'login', 'read', 'share_back', 'share_view', 'post', 'comment', 'like'] as const
 export type EventType = (typeof EVENT_TYPES)[number]
 export const CHANNELS = ['wechat', 'moments', 'qq', 'weibo', 'other'] as const
+/** Items of one stream message at most: a fact's index in its message stays below 1,024 (the KPI bitmaps' share ids). */
+export const MAX_EVENTS_PER_MESSAGE = 1000
 
 export const USER_ID = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be 1–64 of [A-Za-z0-9_-]')
 export const EVENT_ID = z.string().regex(/^[\x21-\x7e]{1,128}$/, 'must be 1–128 printable ASCII characters')
@@ -69,8 +71,26 @@ export const RejectedEventSchema = z.object({
 })
 export type RejectedEvent = z.infer<typeof RejectedEventSchema>
 
-export const StreamMessageSchema = z.discriminatedUnion('kind', [StreamEventSchema, RejectedEventSchema])
+/**
+ * What one request puts on the stream (one message, or a few for a large request): its accepted
+ * events and its refused ones. An event's place in the stream is (message sequence, index in
+ * `[...events, ...rejected]`); a redelivered message brings every one back at the same place.
+ */
+export const StreamBatchSchema = z.object({
+  kind: z.literal('batch'),
+  events: z.array(StreamEventSchema).max(MAX_EVENTS_PER_MESSAGE),
+  rejected: z.array(RejectedEventSchema).max(MAX_EVENTS_PER_MESSAGE),
+})
+export type StreamBatch = z.infer<typeof StreamBatchSchema>
+
+/** A stream message: a batch, or (as messages were before batches, and as some routes still publish) one event. */
+export const StreamMessageSchema = z.discriminatedUnion('kind', [StreamEventSchema, RejectedEventSchema, StreamBatchSchema])
 export type StreamMessage = z.infer<typeof StreamMessageSchema>
+/** One event or refused event of a message. */
+export type StreamItem = StreamEvent | RejectedEvent
+
+/** Its items, in the order their indexes count. */
+export const itemsOf = (m: StreamMessage): StreamItem[] => (m.kind === 'batch' ? [...m.events, ...m.rejected] : [m])
 
 export interface Rejection {
   code: 'invalid_event' | 'unknown_type' | 'too_old' | 'in_future'

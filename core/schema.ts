@@ -19,14 +19,15 @@ const levels = (rc: string, inst: string) => `arrayDistinct(arrayConcat(
 /**
  * KPI rollups, fed by materialized views as facts arrive, per level × institution × day (or month):
  * active communicators (any counted or capped event) as a bitmap of their dense indexes, counted
- * share-backs as a bitmap of stream sequences (so a second copy of a fact adds nothing), points
+ * share-backs as a bitmap of their stream places, seq·1024 + index in the message (so a second copy of a
+ * fact adds nothing), points
  * awarded. Bitmaps keep the counts exact and merge fast: a year is 12 monthly bitmaps, not 365 daily.
  */
 const KPI_DAILY_SELECT = `SELECT lvl.1 AS region_code, lvl.2 AS institution_id, day,
          groupBitmapState(user_ix) AS active,
-         groupBitmapStateIf(stream_seq, decision = 'counted' AND type = 'share_back') AS shares,
+         groupBitmapStateIf(stream_seq * 1024 + stream_idx, decision = 'counted' AND type = 'share_back') AS shares,
          toUInt64(sumIf(points, decision = 'counted')) AS points
-  FROM (SELECT day, user_ix, stream_seq, decision, type, points, region_code AS rc0, institution_id AS inst0
+  FROM (SELECT day, user_ix, stream_seq, stream_idx, decision, type, points, region_code AS rc0, institution_id AS inst0
         FROM facts WHERE decision IN ('counted', 'capped') AND region_code != '')
   ARRAY JOIN ${levels('rc0', 'inst0')} AS lvl
   GROUP BY region_code, institution_id, day`
@@ -57,6 +58,7 @@ export const DDL = [
   `CREATE TABLE IF NOT EXISTS facts (
     event_id String,
     stream_seq UInt64,
+    stream_idx UInt16,
     type LowCardinality(String),
     user_id String,
     user_ix UInt32,
@@ -195,6 +197,13 @@ async function exists(ch: ClickHouseClient, table: string): Promise<boolean> {
   return Object.values(((await r.json()) as Record<string, number>[])[0] ?? {})[0] === 1
 }
 
+/** Drops a materialized view made before `mark` was part of its query, so that the DDL creates it anew. */
+async function replaceOldView(ch: ClickHouseClient, view: string, mark: string): Promise<void> {
+  const r = await ch.query({ query: `SELECT create_table_query AS q FROM system.tables WHERE database = currentDatabase() AND name = {view:String}`, query_params: { view }, format: 'JSONEachRow' })
+  const row = ((await r.json()) as { q: string }[])[0]
+  if (row && !row.q.includes(mark)) await ch.command({ query: `DROP VIEW ${view}` })
+}
+
 export async function migrate(ch: ClickHouseClient): Promise<void> {
   const had = { kpi: await exists(ch, 'kpi_daily'), registrations: await exists(ch, 'registrations') }
   // The first rollup (per town × institution, uniqExact states) is replaced by kpi_daily/kpi_monthly.
@@ -202,8 +211,13 @@ export async function migrate(ch: ClickHouseClient): Promise<void> {
   await ch.command({ query: 'DROP TABLE IF EXISTS activity_daily' })
   for (const [i, query] of DDL.entries()) {
     await ch.command({ query })
-    // facts (DDL[0]) of a database from before the KPI bitmaps: add the communicator index first.
-    if (i === 0) await ch.command({ query: 'ALTER TABLE facts ADD COLUMN IF NOT EXISTS user_ix UInt32 AFTER user_id' })
+    // facts (DDL[0]) of a database from before the KPI bitmaps: add the communicator index first;
+    // from before batch messages: the index in the message (0 for every older fact: one per message).
+    if (i === 0) {
+      await ch.command({ query: 'ALTER TABLE facts ADD COLUMN IF NOT EXISTS user_ix UInt32 AFTER user_id' })
+      await ch.command({ query: 'ALTER TABLE facts ADD COLUMN IF NOT EXISTS stream_idx UInt16 AFTER stream_seq' })
+      await replaceOldView(ch, 'kpi_daily_mv', 'stream_idx')
+    }
   }
   // Rollups added to a database that already holds facts start from them.
   if (!had.kpi) {

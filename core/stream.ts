@@ -2,10 +2,12 @@ import { AckPolicy, DeliverPolicy, RetentionPolicy, StorageType, type JetStreamM
 import { nanos } from '@nats-io/nats-core'
 
 /**
- * The event stream: a durable, file-backed JetStream work queue. Publishes carry the event's
- * identity (`msgId`) as Nats-Msg-Id, so a resend inside the duplicate window is dropped by the server
- * itself; later resends are caught by the aggregator's dedupe. Messages leave the stream once
- * acknowledged, which the aggregator does only after their facts are stored.
+ * The event stream: a durable, file-backed JetStream work queue. A message holds one request's events
+ * (core/events.ts StreamBatch) and carries a hash of their identities as Nats-Msg-Id, so the same
+ * request sent again inside the duplicate window is dropped by the server itself; any other resend
+ * of an event (alone, or in another request) is caught by the aggregator's dedupe, which is what
+ * makes it count once. Messages leave the stream once acknowledged, which the aggregator does only
+ * after their facts are stored.
  */
 /**
  * An event's identity: its id within its user, the same key the aggregator's dedupe uses (in the
@@ -40,11 +42,12 @@ export async function ensureStream(jsm: JetStreamManager, opts: { stream: string
     retention: RetentionPolicy.Workqueue,
     duplicate_window: nanos(opts.duplicateWindowMs),
     num_replicas: opts.replicas ?? 1,
-    max_msg_size: 64 * 1024,
+    // A message carries one request's events (≤ 512 KiB, see ingest's toMessages).
+    max_msg_size: 1024 * 1024,
   }
   try {
     await jsm.streams.info(opts.stream)
-    await jsm.streams.update(opts.stream, { duplicate_window: config.duplicate_window })
+    await jsm.streams.update(opts.stream, { duplicate_window: config.duplicate_window, max_msg_size: config.max_msg_size })
   } catch {
     await jsm.streams.add(config)
   }

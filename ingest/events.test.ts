@@ -103,6 +103,55 @@ describe('POST /v1/events — bad input changes nothing', () => {
   })
 })
 
+describe('POST /v1/events — one stream message per request', () => {
+  const streamSeq = async () => (await s.deps.jsm.streams.info(s.config.nats.stream)).state.last_seq
+  const users = Array.from({ length: 10 }, (_, i) => `bm${i}`)
+  const score = async (u: string) => (await s.call('GET', `/v1/leaderboards/users/${u}?period=all`)).json.score as number
+  beforeAll(async () => {
+    await s.importUsers(users.map((id, i) => ({ id, phone: `1390000010${i}`, real_name: '批' + i, region_code: TOWN, certified_at: '2020-01-01' })))
+  })
+
+  it('puts a whole request on the stream as one message, every event counted once at its own place', async () => {
+    const [seq0, facts] = [await streamSeq(), await s.factCount()]
+    const before = await Promise.all(users.map(score))
+    const t = Date.now()
+    // 1,000 events of ten communicators (under the 300 cap), 50 of them refused (a bad time): one message holds both.
+    const events: Record<string, unknown>[] = Array.from({ length: 1000 }, (_, i) => share(users[i % 10], t - i, { id: `one-msg-${t}-${i}` }))
+    for (let i = 0; i < 50; i++) events[i * 20 + 1] = { ...events[i * 20 + 1], ts: 'never' }
+    const r = await s.postEvents(key, events)
+    expect(r.json).toMatchObject({ accepted: 950, duplicates: 0 })
+    expect(r.json.rejected).toHaveLength(50)
+    expect((await streamSeq()) - seq0).toBe(1)
+    await s.waitForFacts(facts + 1000)
+    expect(await s.factCount(`event_id LIKE 'one-msg-${t}-%' AND decision = 'counted'`)).toBe(950)
+    expect(await s.factCount(`event_id LIKE 'one-msg-${t}-%' AND decision = 'rejected'`)).toBe(50)
+    // Each fact has its own place in the message: 1,000 distinct indexes under one sequence.
+    expect(await s.factCount(`event_id LIKE 'one-msg-${t}-%' AND stream_seq = ${seq0 + 1} AND stream_idx < 1000`)).toBe(1000)
+    const after = await Promise.all(users.map(score))
+    // users[1] had every refused event (index 20k+1): 100 sent, 50 refused.
+    expect(after.map((v, i) => v - before[i])).toEqual(users.map((_, i) => (i === 1 ? 50 : 100)))
+  })
+
+  it('answers duplicates inside a request and a resent request as such; any other resend still counts once', async () => {
+    const u = users[9]
+    const before = await score(u)
+    const facts = await s.factCount()
+    const t = Date.now()
+    const a = share(u, t, { id: `dup-a-${t}` })
+    const b = share(u, t, { id: `dup-b-${t}` })
+    // The same event twice in one request: the second is a duplicate.
+    expect((await s.postEvents(key, [a, a, b])).json).toMatchObject({ accepted: 2, duplicates: 1 })
+    // The same request again: the stream drops the whole message.
+    expect((await s.postEvents(key, [a, a, b])).json).toMatchObject({ accepted: 0, duplicates: 3 })
+    // One of them inside another request: a new message, so accepted here — and a duplicate when counted.
+    const c = share(u, t, { id: `dup-c-${t}` })
+    expect((await s.postEvents(key, [b, c])).json).toMatchObject({ accepted: 2, duplicates: 0 })
+    await s.waitForFacts(facts + 4)
+    expect(await s.factCount(`event_id = 'dup-b-${t}' AND decision = 'duplicate'`)).toBe(1)
+    expect(await score(u)).toBe(before + 3)
+  })
+})
+
 describe('POST /v1/events — back-pressure', () => {
   it('answers 429 with Retry-After while counting is too far behind, and 202 once it caught up', async () => {
     const agg = s.service.aggregator!
