@@ -17,6 +17,7 @@
  */
 import { availableParallelism } from 'node:os'
 import { Redis } from 'ioredis'
+import { createClickHouse } from '../core/clients/clickhouse.ts'
 import { parseConfig } from '../core/config.ts'
 import { loadRegionTree } from '../core/regions.ts'
 import { unpackScore } from '../core/scoring.ts'
@@ -26,6 +27,7 @@ import { cannon } from './lib/cannon.ts'
 import { runCeiling } from './lib/ceiling.ts'
 import { CpuMeter, MemorySampler } from './lib/proc.ts'
 import { boardMemory, commandStats, commandStatsPerEvent, dedupeMemory, infoKeys, infoMemory, userStateMemory } from './lib/redis-memory.ts'
+import { NATIONAL_MIX, nationalRoster, NationalPlanner, planReads, writeHistory } from './lib/national.ts'
 import { startService, type RunningService } from './lib/service.ts'
 import { StreamWatch } from './lib/stream.ts'
 import { fmtInt, fmtMiB, options, percentile, progress, round, sleep, T0 } from './lib/util.ts'
@@ -35,8 +37,9 @@ import {
 } from './lib/workload.ts'
 
 const opt = parseOptions({
+  workload: 'national', // national: over every town of the country, weighted by census population, with prior history; county: 华容县 only, as before
   events: 200_000, // events in the ingest / end-to-end run
-  users: 100_000, // communicators imported (all end up on today's boards)
+  users: 0, // communicators imported (0: 1,000,000 national, 100,000 county)
   batch: 500, // events per POST /v1/events in the ingest run
   senders: 8, // concurrent HTTP senders in the ingest run
   e2eTimeout: 130, // seconds the end-to-end run may take before it is reported as incomplete (the rest is purged)
@@ -68,6 +71,12 @@ function parseOptions<T extends Record<string, number | string | boolean>>(defau
 }
 
 const COUNTY = '430623'
+if (opt.workload !== 'national' && opt.workload !== 'county') {
+  process.stderr.write(`bench: --workload must be national or county, not ${opt.workload}\n`)
+  process.exit(2)
+}
+const NATIONAL = opt.workload === 'national'
+if (!opt.users) opt.users = NATIONAL ? 1_000_000 : 100_000
 const JSON_TAG = 'BENCH_RESULT'
 
 type StageCpu = Record<string, number>
@@ -108,30 +117,54 @@ async function main() {
 
   const config = parseConfig(svc.env)
   const tree = loadRegionTree()
+  const roster = NATIONAL ? nationalRoster(tree, opt.users, opt.seed) : null
+  const row = (i: number) => (roster ? { ...rosterRow(i), region_code: roster.town[i], institution_id: roster.inst[i] || undefined } : rosterRow(i))
   redis = new Redis(svc.redisUrl, { maxRetriesPerRequest: 2 })
+  const memBase = await infoMemory(redis)
   const api = new Api(svc.base, svc.adminToken)
   await api.createApp('bench')
   stream = await StreamWatch.open(`nats://127.0.0.1:${svc.env.LOCAL_NATS_PORT}`, config.nats.stream)
 
   // ---- import --------------------------------------------------------------------------------
-  progress('import', `importing ${fmtInt(opt.users)} communicators over ${TOWNS.length} towns of ${COUNTY} (chunks of 10,000)`)
+  progress('import', roster ? `importing ${fmtInt(opt.users)} communicators over ${fmtInt(new Set(roster.town).size)} towns of every province (chunks of 10,000)` : `importing ${fmtInt(opt.users)} communicators over ${TOWNS.length} towns of ${COUNTY} (chunks of 10,000)`)
   meter.reset()
-  const imp = await importUsers(api, Array.from({ length: opt.users }, (_, i) => rosterRow(i)))
+  const imp = await importUsers(api, Array.from({ length: opt.users }, (_, i) => row(i)))
   await importUsers(api, Array.from({ length: opt.probeLanes }, (_, j) => probeRow(j)))
   cpu.import = meter.read()
   report.import = { users: opt.users, created: imp.created, updated: imp.updated, errors: imp.errors, ms: round(imp.ms, 0), users_per_s: round(opt.users / (imp.ms / 1000), 0) }
   progress('import', `${fmtInt(imp.created)} created, ${imp.errors} errors in ${(imp.ms / 1000).toFixed(1)} s (${fmtInt(report.import.users_per_s)} users/s)`)
   if (imp.errors) throw new Error(`import reported ${imp.errors} errors`)
 
+  // ---- prior history and the rebuild (national) ------------------------------------------------
+  if (roster) {
+    progress('history', 'stopping the service to write prior history into its ClickHouse facts')
+    redis.disconnect()
+    await stream.close().catch(() => {})
+    const old = svc
+    await old.stop({ keepData: true })
+    const ch = await createClickHouse({ dataDir: old.dataDir })
+    const tH = performance.now()
+    const hist = await writeHistory(ch, roster, userId)
+    await ch.close()
+    report.history = { facts: hist.facts, ms: round(performance.now() - tH, 0) }
+    progress('history', `${fmtInt(hist.facts)} facts of earlier days written in ${(report.history.ms / 1000).toFixed(1)} s; starting the service again: it rebuilds Redis from the facts`)
+    const tR = performance.now()
+    const st = await restartService(old)
+    // The rebuild ends by setting the applied-sequence mark; counting starts after it.
+    while ((await redis.get('m:seq')) === null || (await redis.exists('r:rebuilding'))) await sleep(250)
+    report.rebuild = { users: opt.users, facts: hist.facts, ms: round(performance.now() - tR, 0), ready_ms: st.ready_ms }
+    progress('history', `Redis rebuilt from ${fmtInt(hist.facts)} facts for ${fmtInt(opt.users)} communicators in ${(report.rebuild.ms / 1000).toFixed(1)} s (service start included)`)
+  }
+
   // ---- ingest + end-to-end -------------------------------------------------------------------
   const ledger = new Ledger(opt.users)
-  const planner = new Planner(opt.users, 'ev' + Date.now().toString(36), opt.seed, ledger)
+  const planner = roster ? new NationalPlanner(opt.users, 'ev' + Date.now().toString(36), opt.seed, ledger) : new Planner(opt.users, 'ev' + Date.now().toString(36), opt.seed, ledger)
   const tGen = performance.now()
   const bodies = buildBodies(planner, opt.events, opt.users, opt.batch)
   const total = bodies.reduce((s, b) => s + b.events, 0)
   const expectedCounted = ledger.totalExpected()
   const expectedShares = ledger.expectedCounted.share_back
-  progress('e2e', `prepared ${bodies.length} bodies, ${fmtInt(total)} events (${fmtInt(ledger.sent.share_back)} share_back, ${fmtInt(ledger.sent.read)} read, ${fmtInt(ledger.sent.signin)} signin) in ${Math.round(performance.now() - tGen)} ms; ${fmtInt(expectedCounted)} of them must count`)
+  progress('e2e', `prepared ${bodies.length} bodies, ${fmtInt(total)} events (${Object.entries(ledger.sent).filter(([, n]) => n).map(([t, n]) => `${fmtInt(n)} ${t}`).join(', ')}) in ${Math.round(performance.now() - tGen)} ms; ${fmtInt(expectedCounted)} of them must count`)
   if (total > opt.events) notes.push(`The e2e run sent ${fmtInt(total)} events (more than --events=${opt.events}) so that every one of the ${fmtInt(opt.users)} users gets a share-back.`)
 
   const base = counters(await api.metrics())
@@ -229,26 +262,36 @@ async function main() {
   // Correctness: Redis holds exactly what the plan says must count (when the run completed).
   const dayKey = periodRange('day', Date.now()).key
   const seedDay = isoDay(Date.now())
-  const allStart = periodRange('all', Date.now()).startMs
-  const nationalAll = await redis.zrange('b:s:n:a', '0', '-1', 'WITHSCORES')
+  // Today's share-backs summed over the complete day boards of every county (the units of the
+  // national board): what the plan says must count, for as many communicators as shared today.
+  const dayStart = periodRange('day', Date.now()).startMs
+  const countyKeys = roster ? tree.children(null).flatMap((p) => tree.children(p.code).flatMap((c) => tree.children(c.code))).map((c) => `b:s:r${c.code}:${dayKey}`) : [`b:s:r${COUNTY}:${dayKey}`]
   let shareSum = 0
-  let rosterOnBoard = 0
-  for (let i = 0; i < nationalAll.length; i += 2) {
-    if (!/^b\d/.test(nationalAll[i])) continue
-    rosterOnBoard++
-    shareSum += unpackScore('all', allStart, Number(nationalAll[i + 1])).count
+  let sharersOnBoards = 0
+  for (let i = 0; i < countyKeys.length; i += 500) {
+    const p = redis.pipeline()
+    for (const k of countyKeys.slice(i, i + 500)) p.zrange(k, '0', '-1', 'WITHSCORES')
+    for (const [, flat] of ((await p.exec()) ?? []) as [unknown, string[]][]) {
+      for (let j = 0; j < flat.length; j += 2) {
+        if (!/^b\d/.test(flat[j])) continue
+        sharersOnBoards++
+        shareSum += unpackScore('day', dayStart, Number(flat[j + 1])).count
+      }
+    }
   }
   const countyTotal = await redis.zcard(`b:s:r${COUNTY}:${dayKey}`)
   report.e2e.checks = {
-    national_all_share_sum: shareSum,
+    day_share_sum: shareSum,
     expected_share_sum: expectedShares,
     share_sum_matches: shareSum === expectedShares,
+    sharers_on_day_boards: sharersOnBoards,
+    expected_sharers: ledger.sharers,
+    sharers_match: sharersOnBoards === ledger.sharers,
     county_day_board_members: countyTotal,
-    roster_on_national_board: rosterOnBoard,
   }
   progress('e2e', `checks: ${JSON.stringify(report.e2e.checks)}`)
-  if (done.ok && !report.e2e.checks.share_sum_matches) notes.push(`CHECK FAILED: the national all-time share board sums to ${shareSum}, the plan expects ${expectedShares}.`)
-  if (done.ok && countyTotal !== opt.users) notes.push(`CHECK FAILED: the ${COUNTY} day board has ${countyTotal} members, expected ${opt.users}.`)
+  if (done.ok && !report.e2e.checks.share_sum_matches) notes.push(`CHECK FAILED: today's county share boards sum to ${shareSum}, the plan expects ${expectedShares}.`)
+  if (done.ok && !report.e2e.checks.sharers_match) notes.push(`CHECK FAILED: today's county share boards hold ${sharersOnBoards} communicators, the plan expects ${ledger.sharers}.`)
   const mem1 = await infoMemory(redis)
   const keys1 = await infoKeys(redis)
   report.redis_after_e2e = {
@@ -261,8 +304,14 @@ async function main() {
   }
   report.redis_after_e2e.bytes_per_counted_event_all_state = round((mem1.used_memory - mem0.used_memory) / Math.max(1, report.redis_after_e2e.counted_events_applied), 1)
   // With ~2 events per user the per-user state dominates: the same delta per communicator counted today.
-  report.redis_after_e2e.active_users = countyTotal
-  report.redis_after_e2e.bytes_per_active_user_all_state = round((mem1.used_memory - mem0.used_memory) / Math.max(1, countyTotal), 0)
+  const activeToday = roster ? ledger.activeUsers() : countyTotal
+  report.redis_after_e2e.active_users = activeToday
+  report.redis_after_e2e.bytes_per_active_user_all_state = round((mem1.used_memory - mem0.used_memory) / Math.max(1, activeToday), 0)
+  // Everything Redis holds (from an empty Redis before the import: info, prior periods, today) per
+  // communicator it holds anything for: with prior history that is every one of them.
+  report.redis_after_e2e.used_memory_all = mem1.used_memory - memBase.used_memory
+  report.redis_after_e2e.communicators_with_state = roster ? opt.users : activeToday
+  report.redis_after_e2e.bytes_per_communicator_all_state = round((mem1.used_memory - memBase.used_memory) / Math.max(1, report.redis_after_e2e.communicators_with_state), 0)
 
   // ---- freshness under a steady load ---------------------------------------------------------
   if (!done.ok) {
@@ -358,28 +407,55 @@ async function main() {
 
   // ---- read latency --------------------------------------------------------------------------
   await drain(api, 'reads')
-  await topUp(api, ledger, dayKey)
-  const top = await api.call('GET', `/v1/leaderboards?metric=shares&region=${COUNTY}&period=day&limit=100`, { token: api.appKey })
+  if (!roster) await topUp(api, ledger, dayKey)
+  const readBoard = roster ? `/v1/leaderboards?metric=shares&region=${roster.town[0].slice(0, 6)}&period=day&limit=100` : `/v1/leaderboards?metric=shares&region=${COUNTY}&period=day&limit=100`
+  const top = await api.call('GET', readBoard, { token: api.appKey })
   if (top.status !== 200) throw new Error(`top-100: ${top.status} ${top.text.slice(0, 300)}`)
-  progress('reads', `board ${COUNTY}/day has ${fmtInt(top.json.total)} communicators; top score ${top.json.entries[0]?.score}`)
   if (isoDay(Date.now()) !== seedDay) notes.push('The Shanghai day changed during the run: the day-board reads hit a new, smaller board.')
   const backlogReads = (await stream.state()).messages
-  meter.reset()
-  const topRes = await cannon(svc.base, api.appKey, opt.readConnections, opt.readSeconds, () => `/v1/leaderboards?metric=shares&region=${COUNTY}&period=day&limit=100`)
-  cpu.read_top100 = meter.read()
-  progress('reads', `top-100: ${fmtInt(topRes.rps)} req/s, p50 ${topRes.p50} ms, p99 ${topRes.p99} ms`)
-  meter.reset()
-  const aroundRes = await cannon(svc.base, api.appKey, opt.readConnections, opt.readSeconds, () => `/v1/leaderboards/users/${userId(Math.floor(Math.random() * opt.users))}?metric=shares&region=${COUNTY}&period=day&around=5`)
-  cpu.read_around = meter.read()
-  progress('reads', `around-me: ${fmtInt(aroundRes.rps)} req/s, p50 ${aroundRes.p50} ms, p99 ${aroundRes.p99} ms`)
-  report.reads = { board_members: top.json.total, connections: opt.readConnections, seconds: opt.readSeconds, backlog: backlogReads, top100: topRes, around_me: aroundRes }
+  const cycle = (paths: string[]) => {
+    let k = 0
+    return () => paths[k++ % paths.length]
+  }
+  const readRun = async (name: string, paths: () => string) => {
+    meter.reset()
+    const r = await cannon(svc!.base, api.appKey, opt.readConnections, opt.readSeconds, paths)
+    cpu[`read_${name}`] = meter.read()
+    progress('reads', `${name}: ${fmtInt(r.rps)} req/s, p50 ${r.p50} ms, p99 ${r.p99} ms, non-2xx ${r.non2xx}`)
+    return r
+  }
+  if (roster) {
+    progress('reads', 'preparing the read plan: boards of every level, cursors inside and past their top 1,000, communicators on them')
+    const tPlan = performance.now()
+    const plan = await planReads(api, roster, ledger, userId, opt.seed + 3)
+    progress('reads', `${plan.boards} boards, ${plan.topPages.length} top pages, ${plan.deepPages.length} deep cursors in ${((performance.now() - tPlan) / 1000).toFixed(1)} s`)
+    const top100 = await readRun('top100', cycle(plan.topPages))
+    const around = await readRun('around', cycle(plan.aroundLocal))
+    const aroundWide = await readRun('around_wide', cycle(plan.aroundWide))
+    const deep = await readRun('deep_pages', cycle(plan.deepPages))
+    report.reads = {
+      board_members: top.json.total, connections: opt.readConnections, seconds: opt.readSeconds, backlog: backlogReads,
+      top100, around_me: around, around_wide: aroundWide, deep_pages: deep,
+      kinds: {
+        top100: 'pages of 100 inside the top 1,000 of national, province, city, county, town and institution boards (day and all)',
+        around_me: 'rank ±5 on her town, county or institution board (day and all)',
+        around_wide: 'rank ±5 on her city, province or the national board (day and all), mostly past their top 1,000',
+        deep_pages: 'pages of 100 past rank 1,000 of national, province and city boards',
+      },
+    }
+  } else {
+    progress('reads', `board ${COUNTY}/day has ${fmtInt(top.json.total)} communicators; top score ${top.json.entries[0]?.score}`)
+    const topRes = await readRun('top100', () => readBoard)
+    const aroundRes = await readRun('around', () => `/v1/leaderboards/users/${userId(Math.floor(Math.random() * opt.users))}?metric=shares&region=${COUNTY}&period=day&around=5`)
+    report.reads = { board_members: top.json.total, connections: opt.readConnections, seconds: opt.readSeconds, backlog: backlogReads, top100: topRes, around_me: aroundRes }
+  }
   if (backlogReads > 1000) notes.push(`Reads were measured while the aggregator still worked through ${fmtInt(backlogReads)} queued messages.`)
 
   // ---- Redis memory --------------------------------------------------------------------------
   progress('redis-memory', 'MEMORY USAGE of dedupe buckets, boards and per-user hashes')
   const dd = await dedupeMemory(redis, 'b0')
-  const countyBoard = await boardMemory(redis, `b:s:r${COUNTY}:${dayKey}`)
-  const nationalBoard = await boardMemory(redis, 'b:s:n:a')
+  const countyBoard = await boardMemory(redis, `b:s:r${roster ? roster.town[0].slice(0, 6) : COUNTY}:${dayKey}`)
+  const nationalBoard = await boardMemory(redis, 'g:s:n:a')
   const periodKeys = PERIODS.map((p) => periodRange(p, Date.now()).key)
   const nSample = Math.min(1000, opt.users)
   const us = await userStateMemory(redis, Array.from({ length: nSample }, (_, k) => userId(Math.floor((k * opt.users) / nSample))), periodKeys)
@@ -396,10 +472,13 @@ async function main() {
   // ---- ceiling -------------------------------------------------------------------------------
   await drain(api, 'ceiling')
   const ceilingUsers = Math.max(1, Math.round((opt.users * opt.ceilingEvents) / Math.max(total, 1)))
+  // National: the ceiling's own communicators spread the same way (another draw of the roster).
+  const ceilingRoster = roster ? nationalRoster(tree, ceilingUsers, opt.seed + 7) : null
   progress('ceiling', `Redis alone: up to ${fmtInt(opt.ceilingEvents)} events (time box ${opt.ceilingSeconds} s) for ${fmtInt(ceilingUsers)} new users, ${opt.ceilingConcurrency} in flight, one ioredis client (auto-pipelining)`)
   let cmdC0 = await commandStats(redis)
   const ceil = await runCeiling({
     redisUrl: svc.redisUrl, config, tree, users: ceilingUsers, events: opt.ceilingEvents, concurrency: opt.ceilingConcurrency, seed: opt.seed + 7, maxMs: opt.ceilingSeconds * 1000,
+    ...(ceilingRoster ? { place: (j: number) => ({ region: ceilingRoster.town[j], institution: ceilingRoster.inst[j] }), planner: (u: number, tag: string, seed: number, l: Ledger) => new NationalPlanner(u, tag, seed, l) } : {}),
     onStart: async () => {
       cmdC0 = await commandStats(redis!)
       meter.reset()
@@ -424,13 +503,14 @@ async function main() {
 }
 
 /** Stops the service (SIGTERM) and starts it again on the same data dir and ports. */
-async function restartService() {
+async function restartService(stopped?: RunningService) {
   redis?.disconnect()
   await stream?.close().catch(() => {})
-  const old = svc!
-  const st = await old.stop({ keepData: true })
+  const old = stopped ?? svc!
+  const st = stopped ? { exitCode: 0, ms: 0, allMs: 0, leftovers: [] as string[] } : await old.stop({ keepData: true })
   const t0 = performance.now()
-  svc = await startService({ logLevel: opt.logLevel, reuse: old.env, profileDir: opt.profile || undefined })
+  // A start after new facts rebuilds Redis before it listens: give it the rebuild's time.
+  svc = await startService({ logLevel: opt.logLevel, reuse: old.env, profileDir: opt.profile || undefined, readyTimeoutMs: 20 * 60_000 })
   const readyMs = performance.now() - t0
   progress('restart', `stopped in ${round(st.ms / 1000, 1)} s (exit ${st.exitCode}); ready again in ${round(readyMs / 1000, 1)} s (service pid ${svc.pids.service})`)
   sampler.track('service (node main.ts)', svc.pids.service)
@@ -515,9 +595,9 @@ async function boardEntriesPerUser(r: Redis, users: number): Promise<number> {
   let cursor = '0'
   const ks: string[] = []
   do {
-    const [next, batch] = await r.scan(cursor, 'MATCH', 'b:*', 'COUNT', 5000)
+    const [next, batch] = await r.scan(cursor, 'COUNT', 5000)
     cursor = next
-    ks.push(...batch)
+    for (const k of batch) if (k.startsWith('b:') || k.startsWith('g:')) ks.push(k)
   } while (cursor !== '0')
   const p = r.pipeline()
   for (const k of ks) p.zcard(k)
@@ -594,7 +674,7 @@ function printReport(r: Record<string, any>) {
     const e = r.e2e
     sec('2. End to end (first send → last event counted in Redis and its fact stored)')
     row('end-to-end throughput', `${fmtInt(e.events_per_s)} events/s`, e.complete ? `${fmtInt(e.events)} events in ${e.seconds} s` : `INCOMPLETE: ${fmtInt(e.done)} of ${fmtInt(e.events)} events done in ${e.seconds} s (lower bound)`)
-    row('checks', !e.complete ? 'n/a (incomplete)' : e.checks?.share_sum_matches && e.checks?.county_day_board_members === r.options.users ? 'OK' : 'FAILED', e.checks ? `national all-time share sum ${fmtInt(e.checks.national_all_share_sum)} (plan ${fmtInt(e.checks.expected_share_sum)}); ${fmtInt(e.checks.county_day_board_members)} on the ${COUNTY} day board` : '')
+    row('checks', !e.complete ? 'n/a (incomplete)' : e.checks?.share_sum_matches && e.checks?.sharers_match ? 'OK' : 'FAILED', e.checks ? `today's share-backs over every county day board ${fmtInt(e.checks.day_share_sum)} (plan ${fmtInt(e.checks.expected_share_sum)}), by ${fmtInt(e.checks.sharers_on_day_boards)} communicators (plan ${fmtInt(e.checks.expected_sharers)})` : '')
     row('aggregator decisions', fmtInt(e.decisions.total), `${e.decisions_per_done_event} per finished event (>1: redelivered messages processed again); counted ${fmtInt(e.decisions.counted)}, capped ${fmtInt(e.decisions.capped)}, unknown ${e.decisions.unknown_user}; ${fmtInt(e.expected_counted)} events must count`)
     row('max backlog (messages in stream)', fmtInt(e.max_backlog), `max ${fmtInt(e.max_delivered_unacked)} delivered unacked, max ${fmtInt(e.max_redelivered_pending)} redelivered pending; avg batch ${e.avg_aggregator_batch}, ${e.fact_inserts} fact inserts avg ${e.avg_fact_insert_ms} ms`)
     row('max share_backs / user today', String(e.max_share_backs_per_user_today), 'cap is 300: share-backs all count (reads > 10 and sign-ins > 1 a day are capped)')
@@ -618,6 +698,11 @@ function printReport(r: Record<string, any>) {
     sec(`4. Leaderboard reads (${fmtInt(r.reads.board_members)} on the board, ${r.reads.connections} connections × ${r.reads.seconds} s, app key)`)
     row('top-100 p50 / p99', `${r.reads.top100.p50} / ${r.reads.top100.p99} ms`, `${fmtInt(r.reads.top100.rps)} req/s (closed loop: p50 ≈ connections ÷ req/s when the service is CPU-bound), non-2xx ${r.reads.top100.non2xx}, errors ${r.reads.top100.errors}`)
     row('around-me (±5) p50 / p99', `${r.reads.around_me.p50} / ${r.reads.around_me.p99} ms`, `${fmtInt(r.reads.around_me.rps)} req/s, non-2xx ${r.reads.around_me.non2xx}, errors ${r.reads.around_me.errors}`)
+    if (r.reads.around_wide) {
+      row('around-me wide (±5) p50 / p99', `${r.reads.around_wide.p50} / ${r.reads.around_wide.p99} ms`, `${fmtInt(r.reads.around_wide.rps)} req/s, non-2xx ${r.reads.around_wide.non2xx}: ${r.reads.kinds.around_wide}`)
+      row('pages past 1,000 p50 / p99', `${r.reads.deep_pages.p50} / ${r.reads.deep_pages.p99} ms`, `${fmtInt(r.reads.deep_pages.rps)} req/s, non-2xx ${r.reads.deep_pages.non2xx}: ${r.reads.kinds.deep_pages}`)
+      row('read kinds', '', `top-100: ${r.reads.kinds.top100}; around-me: ${r.reads.kinds.around_me}`)
+    }
     row('CPU top-100 | around-me', '', `${cpuStr(r.cpu_cores_used?.read_top100)} | ${cpuStr(r.cpu_cores_used?.read_around)}`)
   }
   if (r.peak_memory) {
@@ -648,13 +733,29 @@ function printReport(r: Record<string, any>) {
     row('board entries / communicator', `${m.board_entries_per_user}`, `all boards (b:*) after the e2e run: 2 metrics × 5 periods × scopes (town … national, institution)`)
     row('per-user totals (i + 5 periods)', `${fmtInt(m.user_state_bytes_per_user)} B/user`, 'info hash + day/week/month/year/all hashes')
     row('all Redis state / active user', `${fmtInt(m.bytes_per_active_user_all_state)} B`, `INFO used_memory +${fmtMiB(m.used_memory_delta)} and +${fmtInt(m.keys_delta)} keys over the e2e run for ${fmtInt(m.active_users)} communicators with counted events today (mostly board entries)`)
+    if (m.bytes_per_communicator_all_state !== undefined) row('all Redis state / communicator', `${fmtInt(m.bytes_per_communicator_all_state)} B`, `INFO used_memory ${fmtMiB(m.used_memory_all)} over an empty Redis, for ${fmtInt(m.communicators_with_state)} communicators with state (info, prior periods, today)`)
     row('all Redis state / counted event', `${m.bytes_per_counted_event_all_state} B`, `the same delta over ${r.e2e?.complete ? '' : '≈'}${fmtInt(m.counted_events_applied)} counted events (~${round(m.counted_events_applied / Math.max(1, m.active_users), 1)} per user here, so per-user state dominates)`)
   }
   sec('setup')
+  row('workload', r.options.workload, r.options.workload === 'national' ? `${fmtInt(r.options.users)} communicators over every town of the country (census-weighted), half in 7 institutions per county; 1 % send 20 % of the share-backs` : `${fmtInt(r.options.users)} communicators in the towns of ${COUNTY}`)
   if (r.start_ms !== undefined) row('service start → ready', `${fmtInt(r.start_ms)} ms`, '')
+  if (r.history) row('prior history', `${fmtInt(r.history.facts)} facts`, `written straight into the stopped service's ClickHouse in ${(r.history.ms / 1000).toFixed(1)} s`)
+  if (r.rebuild) row('rebuild from the facts', `${(r.rebuild.ms / 1000).toFixed(1)} s`, `${fmtInt(r.rebuild.users)} communicators, ${fmtInt(r.rebuild.facts)} facts: service start until Redis is rebuilt and counting may start`)
   if (r.import) row('import', `${fmtInt(r.import.users_per_s)} users/s`, `${fmtInt(r.import.users)} users in ${(r.import.ms / 1000).toFixed(1)} s; CPU ${cpuStr(r.cpu_cores_used?.import)}`)
   if (r.stop) row('stop (SIGTERM → exit)', `${fmtInt(r.stop.ms)} ms`, `exit code ${r.stop.exit_code}`)
   row('bench total', `${r.total_seconds} s`, r.complete ? '' : 'INCOMPLETE RUN')
+
+  sec("Beside today's (issue 11's table: 3473202, county workload, 100,000 communicators)")
+  const was = (k: string, now: string, then: string) => row(k, now, `was ${then}`)
+  if (r.e2e) was('end to end', `${fmtInt(r.e2e.events_per_s)} events/s`, '2,654 events/s (target ≥ 8,000 national)')
+  if (r.ingest) was('ingest while counting runs', `${fmtInt(r.ingest.events_per_s)} events/s`, '5,650 events/s (target ≥ 30,000 with nothing else running)')
+  if (r.e2e) was('box CPU / event (service + redis + nats)', `${r.e2e.box_cpu_us_per_event} µs`, '243 + 284 µs + nats (target ≤ 200 µs)')
+  if (r.ceiling) was('ceiling; e2e ÷ ceiling', `${fmtInt(r.ceiling.eventsPerSec)} events/s; ${r.ceiling.e2e_over_ceiling}`, '4,137 events/s; 0.64 (target ≥ 0.8)')
+  if (r.redis_memory) was('board entries / communicator', `${r.redis_memory.board_entries_per_user}`, '55')
+  if (r.redis_memory) was('Redis bytes / active communicator', `${fmtInt(r.redis_memory.bytes_per_communicator_all_state ?? r.redis_memory.bytes_per_active_user_all_state)} B`, '7,245 B (target ≤ 2,000 B)')
+  if (r.reads) was('top-100 p50 / p99', `${r.reads.top100.p50} / ${r.reads.top100.p99} ms at ${fmtInt(r.reads.top100.rps)} req/s`, '17.9 / 52.6 ms at 492 req/s (target p99 ≤ 5 ms inside the top 1,000)')
+  if (r.reads) was('around-me p50 / p99', `${r.reads.around_me.p50} / ${r.reads.around_me.p99} ms at ${fmtInt(r.reads.around_me.rps)} req/s`, '5.9 / 23.9 ms at 1,506 req/s (target p99 ≤ 10 ms county or smaller)')
+  if (r.import) was('roster import', `${fmtInt(r.import.users_per_s)} rows/s`, '7,494 rows/s (target ≥ 20,000)')
 
   const w0 = Math.max(...rows.map((x) => (x[0].startsWith('—') ? 0 : x[0].length)))
   const w1 = Math.max(...rows.map((x) => x[1].length))
@@ -674,8 +775,10 @@ function printReport(r: Record<string, any>) {
     '  7. Bytes: Redis memory per event for dedupe (one 8-byte-fingerprint field per event, in a per-user bucket per receive day,',
     '     kept ~6 days) and per communicator per board (a sorted-set entry; a counted share-back puts the user on every board',
     '     listed under "board entries / communicator", each kept for its period\'s TTL).',
-    `  Event mix: ${MIX.share_back * 100}% share_back, ${MIX.read * 100}% read, ${MIX.signin * 100}% signin, all for imported users; no user comes near`,
-    '  300 share-backs a day, so share-backs are all counted (not capped); reads beyond 10 and sign-ins beyond 1 a day are capped.',
+    ...(r.options.workload === 'national'
+      ? [`  Event mix (national): ${Object.entries(NATIONAL_MIX).map(([t, f]) => `${Math.round(f * 100)}% ${t}`).join(', ')}; 1 % of the communicators send 20 % of the share-backs (the first few pass the 300 cap).`]
+      : [`  Event mix: ${MIX.share_back * 100}% share_back, ${MIX.read * 100}% read, ${MIX.signin * 100}% signin, all for imported users; no user comes near`,
+        '  300 share-backs a day, so share-backs are all counted (not capped); reads beyond 10 and sign-ins beyond 1 a day are capped.']),
     '  CPU figures are in cores (100% = one core); the box has 2, shared by every process here, so absolute numbers are noisy.',
   )
   if (r.notes?.length) out.push('', 'Notes:', ...r.notes.map((n: string) => `  - ${n}`))

@@ -5,7 +5,7 @@ import type { Config } from '../../core/config.ts'
 import type { StreamEvent } from '../../core/events.ts'
 import { keys } from '../../core/keys.ts'
 import type { RegionTree } from '../../core/regions.ts'
-import { Ledger, Planner } from './workload.ts'
+import { Ledger, Planner, type EventSource } from './workload.ts'
 import { progress } from './util.ts'
 
 /**
@@ -43,6 +43,12 @@ export async function runCeiling(opts: {
   maxMs?: number
   /** Called just before the timed part starts (after the users and the plan are ready). */
   onStart?: () => void | Promise<void>
+  /** Where ceiling user j lives and her institution (default: the towns of 平江县, 20 institutions). */
+  place?: (j: number) => { region: string; institution: string }
+  /** The event mix (default: the county workload's Planner). */
+  planner?: (users: number, tag: string, seed: number, ledger: Ledger) => EventSource
+  /** Entries a gated board keeps (the service's BOARD_TOP_K). */
+  topK?: number
 }): Promise<CeilingResult> {
   const redis = new Redis(opts.redisUrl, { enableAutoPipelining: true, maxRetriesPerRequest: 2 })
   try {
@@ -52,10 +58,11 @@ export async function runCeiling(opts: {
     for (let i = 0; i < opts.users; i += 5000) {
       const p = redis.pipeline()
       for (let j = i; j < Math.min(opts.users, i + 5000); j++) {
+        const at = opts.place?.(j) ?? { region: CEILING_TOWNS[j % CEILING_TOWNS.length], institution: j % 2 === 0 ? `czinst-${(j >> 1) % 20}` : '' }
         p.hset(keys.info(ceilingUser(j)), {
           n: '上限' + j,
-          r: CEILING_TOWNS[j % CEILING_TOWNS.length],
-          i: j % 2 === 0 ? `czinst-${(j >> 1) % 20}` : '',
+          r: at.region,
+          i: at.institution,
           c: String(Date.UTC(2020, 0, 1) - 8 * 3600_000),
         })
       }
@@ -63,7 +70,7 @@ export async function runCeiling(opts: {
     }
     // The same mix, planned up front (not timed).
     const ledger = new Ledger(opts.users)
-    const planner = new Planner(opts.users, 'cz' + opts.seed.toString(36), opts.seed, ledger)
+    const planner = opts.planner ? opts.planner(opts.users, 'cz' + opts.seed.toString(36), opts.seed, ledger) : new Planner(opts.users, 'cz' + opts.seed.toString(36), opts.seed, ledger)
     const now = Date.now()
     const evs: StreamEvent[] = []
     for (let i = 0; i < opts.events; i++) {
@@ -71,12 +78,12 @@ export async function runCeiling(opts: {
       const ts = now - (i % 5000)
       evs.push({
         kind: 'event', id: e.id, type: e.type, user_id: ceilingUser(e.user), ts, client_ts: ts, sent_at: null, received_at: now,
-        app_id: 'app_bench', content_id: e.type === 'signin' ? '' : e.content_id, channel: e.channel ?? '', viewer: '',
+        app_id: 'app_bench', content_id: e.type === 'signin' || e.type === 'login' ? '' : e.content_id, channel: e.channel ?? '', viewer: e.viewer ?? '',
       })
     }
     // Like the aggregator's lanes: each batch in flight on its own connection (ioredis runs one
     // auto-pipeline at a time per connection).
-    const write = createBoardWriter()
+    const write = createBoardWriter({ topK: opts.topK ?? opts.config.boards.topK })
     const lanes = [redis, redis.duplicate()]
     for (const conn of lanes) defineUserStep(conn)
     const boardKeys = createBoardKeys(opts.tree)

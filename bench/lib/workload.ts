@@ -1,4 +1,4 @@
-import { RULES } from '../../core/scoring.ts'
+import type { Ledger, PlannedEvent } from './national.ts'
 import type { Api, Metrics } from './api.ts'
 import type { StreamState, StreamWatch } from './stream.ts'
 import { percentile, progress, rng, sleep } from './util.ts'
@@ -53,45 +53,14 @@ export async function importUsers(api: Api, rows: object[], chunk = 10_000): Pro
   return { created, updated, errors, ms: performance.now() - t0 }
 }
 
-export type EventType = 'share_back' | 'read' | 'signin'
-export interface PlannedEvent {
-  id: string
-  type: EventType
-  user: number
-  content_id: string
-  channel?: string
+export type { EventType, PlannedEvent } from './national.ts'
+/** What the body builders draw events from: the county Planner or the NationalPlanner. */
+export interface EventSource {
+  next(): PlannedEvent
+  /** Share-backs handed out round the roster so far (the county plan gives everyone one). */
+  shareCursor: number
 }
-
-/**
- * Tracks, per user, how many events of each type the bench sent today, so it can predict exactly
- * how many the service must count (daily caps: read 10, sign-in 1, share-back 300).
- */
-export class Ledger {
-  share: Uint16Array
-  read: Uint16Array
-  signin: Uint16Array
-  expectedCounted = { share_back: 0, read: 0, signin: 0 }
-  sent = { share_back: 0, read: 0, signin: 0 }
-  constructor(users: number) {
-    this.share = new Uint16Array(users)
-    this.read = new Uint16Array(users)
-    this.signin = new Uint16Array(users)
-  }
-  add(type: EventType, u: number): void {
-    const arr = type === 'share_back' ? this.share : type === 'read' ? this.read : this.signin
-    if (arr[u] < RULES[type].limit) this.expectedCounted[type]++
-    arr[u] = Math.min(65535, arr[u] + 1)
-    this.sent[type]++
-  }
-  maxShares(): number {
-    let m = 0
-    for (const v of this.share) if (v > m) m = v
-    return m
-  }
-  totalExpected(): number {
-    return this.expectedCounted.share_back + this.expectedCounted.read + this.expectedCounted.signin
-  }
-}
+export { Ledger } from './national.ts'
 
 /** Plans the event mix. Share-backs cycle through users from `shareCursor`; reads/sign-ins are random. */
 export class Planner {
@@ -121,11 +90,18 @@ export class Planner {
 }
 
 export function toWire(e: PlannedEvent, ts: number) {
-  return e.type === 'signin'
-    ? { id: e.id, type: e.type, user_id: userId(e.user), ts }
-    : e.type === 'read'
-      ? { id: e.id, type: e.type, user_id: userId(e.user), ts, content_id: e.content_id }
-      : { id: e.id, type: e.type, user_id: userId(e.user), ts, content_id: e.content_id, channel: e.channel }
+  const user_id = userId(e.user)
+  switch (e.type) {
+    case 'signin':
+    case 'login':
+      return { id: e.id, type: e.type, user_id, ts }
+    case 'read':
+      return { id: e.id, type: e.type, user_id, ts, content_id: e.content_id }
+    case 'share_view':
+      return { id: e.id, type: e.type, user_id, ts, content_id: e.content_id, viewer: e.viewer }
+    default:
+      return { id: e.id, type: e.type, user_id, ts, content_id: e.content_id, channel: e.channel }
+  }
 }
 
 export interface Body {
@@ -134,7 +110,7 @@ export interface Body {
 }
 
 /** Pre-builds request bodies of `batch` events each: at least `min` events, and at least one share-back per user. */
-export function buildBodies(planner: Planner, min: number, users: number, batch: number): Body[] {
+export function buildBodies(planner: EventSource, min: number, users: number, batch: number): Body[] {
   const out: Body[] = []
   const now = Date.now()
   let n = 0
@@ -261,7 +237,7 @@ export class BackgroundLoad {
   private inFlight = new Set<Promise<void>>()
   constructor(
     private api: Api,
-    private planner: Planner,
+    private planner: EventSource,
     private rate: number,
     private batch = 100,
     private maxInFlight = 8,
