@@ -5,7 +5,7 @@ import type { StreamEvent } from '../core/events.ts'
 import { loadRegionTree } from '../core/regions.ts'
 import { boardWrites, createBoardWriter, groupByBoard, type BoardWrite } from './boards.ts'
 import { startStepRedis, type StepRedis } from '../test/redis.ts'
-import { applyUserStep, dedupeWindow, fingerprint } from './user-step.ts'
+import { applyUserStep, dedupeGen, dedupeWindow, fingerprint } from './user-step.ts'
 import { keys } from '../core/keys.ts'
 import { compactDay } from '../core/time.ts'
 
@@ -106,7 +106,7 @@ describe('board writes are idempotent and order-free', () => {
     const e = ev('A', now - 1000)
     const first = await applyUserStep(redis, e, 5000, win)
     // The step stores the event's 8-byte fingerprint (sent as hex), the same field a rebuild writes.
-    expect(await redis.hexists(keys.dedupe('A', compactDay(now)), fingerprint(e.id))).toBe(1)
+    expect(await redis.hexists(keys.dedupe('A', dedupeGen(now, win)), fingerprint(e.id))).toBe(1)
     expect(fingerprint(e.id)).toHaveLength(8)
     await write(boardWrites('A', first, tree))
     const before = await boards()

@@ -385,7 +385,7 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
       lagTimer = setInterval(() => void updateLag(), 5000)
       lagTimer.unref()
       jobs.start()
-      log.info({ stream: config.nats.stream, dedupeBuckets: win.buckets }, 'aggregator consuming')
+      log.info({ stream: config.nats.stream, dedupeGenerationDays: win.genDays }, 'aggregator consuming')
     },
     async stop() {
       if (lagTimer) clearInterval(lagTimer)

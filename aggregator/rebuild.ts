@@ -1,12 +1,12 @@
 import type { ClickHouseClient } from '@clickhouse/client'
 import type { Redis } from 'ioredis'
 import type { Logger } from 'pino'
-import { cacheUsers, DERIVED_PATTERNS, keys } from '../core/keys.ts'
+import { cacheUsers, counterField, DERIVED_PATTERNS, formatTotals, keys, PRUNE_DAYS, streakField } from '../core/keys.ts'
 import type { RegionTree } from '../core/regions.ts'
 import { boardKey, DEFAULT_TOP_K, isGated, PERIOD_TTL_S, packScore, scopesOf, type Metric } from '../core/scoring.ts'
 import type { User, UserStore } from '../core/store/users.ts'
-import { compactDay, isoDay, PERIODS, periodRange, type Period } from '../core/time.ts'
-import { fingerprint, placeOf, type DedupeWindow } from './user-step.ts'
+import { compactDay, DAY_MS, isoDay, PERIODS, periodRange, SHANGHAI_OFFSET_MS, type Period } from '../core/time.ts'
+import { dedupeExpireAt, dedupeGen, fingerprint, placeOf, shanghaiDayNo, type DedupeWindow } from './user-step.ts'
 import { campaignStatus, type CampaignStore } from '../core/store/campaigns.ts'
 import { packCampaignScore } from '../core/scoring.ts'
 import { campaignSums } from './campaign-jobs.ts'
@@ -145,6 +145,8 @@ async function rebuildAll(deps: Parameters<typeof rebuildRedis>[0]): Promise<voi
 
   const now = Date.now()
   const w = new Writer(redis)
+  const keepFrom = now - PRUNE_DAYS * DAY_MS
+  const today = String(shanghaiDayNo(now))
   const K = deps.topK ?? DEFAULT_TOP_K
   // 2. Each user's totals per period, and the boards from them. A gated board gets its top K only,
   // what live writes would have let through (see createBoardWriter), chosen here in memory.
@@ -165,16 +167,15 @@ async function rebuildAll(deps: Parameters<typeof rebuildRedis>[0]): Promise<voi
     for (const r of list) {
       const anyTs = Number(r.sr) || Number(r.pr)
       const range = periodRange(period, anyTs)
-      if (ttl && range.startMs + ttl * 1000 < now) continue // live state of that period has expired too
-      const key = keys.period(r.user_id, range.key)
-      const fields: Record<string, string> = {}
-      if (Number(r.s) > 0) Object.assign(fields, { s: r.s, sr: r.sr })
-      if (Number(r.p) > 0) Object.assign(fields, { p: r.p, pr: r.pr })
-      if (!Object.keys(fields).length) continue
-      await w.add((p) => {
-        p.hset(key, fields)
-        if (ttl) p.expire(key, ttl)
-      })
+      if (ttl && range.startMs + ttl * 1000 < now) continue // its boards have expired too
+      const s = Number(r.s) > 0
+      const p = Number(r.p) > 0
+      if (!s && !p) continue
+      // The communicator's hash keeps the periods a new event can still reach (core/keys.ts).
+      if (range.endMs > keepFrom) {
+        const v = formatTotals(s ? r.s : '', s ? r.sr : '', p ? r.p : '', p ? r.pr : '')
+        await w.add((pl) => pl.hset(keys.user(r.user_id), range.key, v, 'z', today))
+      }
       const lineage = tree.lineage(r.region).map((x) => x.code)
       const scopes = scopesOf(lineage.length ? lineage : [r.region], r.inst)
       for (const [metric, count, at] of [['shares', r.s, r.sr], ['points', r.p, r.pr]] as [Metric, string, string][]) {
@@ -202,49 +203,51 @@ async function rebuildAll(deps: Parameters<typeof rebuildRedis>[0]): Promise<voi
     log.info({ period, rows: list.length, gated: gated.size }, 'rebuild: totals and boards written')
   }
 
-  // 3. Caps counters and sign-in streaks of recent days.
-  const dayTtl = PERIOD_TTL_S.day!
+  // 3. Caps counters and sign-in streaks of the days a new event can still reach.
+  const firstDay = compactDay(keepFrom)
   const caps = await rows<{ user_id: string; d: string; type: string; n: string; ss: string }>(
     ch,
     `SELECT user_id, formatDateTime(day, '%Y%m%d') AS d, type, count() AS n, max(streak) AS ss
-     FROM facts FINAL WHERE decision = 'counted' AND day >= today() - {days:UInt32}
+     FROM facts FINAL WHERE decision = 'counted' AND day >= {from:Date}
      GROUP BY user_id, d, type`,
-    { days: Math.ceil(dayTtl / 86400) },
+    { from: isoDay(keepFrom) },
   )
   for (const c of caps) {
-    const key = keys.period(c.user_id, 'd' + c.d)
+    if (c.d < firstDay) continue
     await w.add((p) => {
-      p.hset(key, `n:${c.type}`, c.n)
-      if (c.type === 'signin') p.hset(key, 'ss', c.ss)
-      p.expire(key, dayTtl)
+      p.hset(keys.user(c.user_id), counterField(c.d, c.type), c.n)
+      if (c.type === 'signin') p.hset(keys.user(c.user_id), streakField(c.d), c.ss)
     })
   }
   log.info({ rows: caps.length }, 'rebuild: caps counters written')
 
-  // 4. Dedupe buckets of the accepted age window, with each event's recorded decision.
+  // 4. Dedupe entries of the two generations a lookup checks, with each event's recorded decision.
   const codes: Record<string, string> = { counted: 'c', capped: 'x', unknown_user: 'u', uncertified: 'n' }
   let dedupe = 0
-  for (let i = 0; i < win.buckets; i++) {
-    const day = compactDay(now - i * 86400_000)
+  const gen = dedupeGen(now, win)
+  for (let dayNo = (gen - 1) * win.genDays; dayNo <= shanghaiDayNo(now); dayNo++) {
+    const dayStart = dayNo * DAY_MS - SHANGHAI_OFFSET_MS
+    const day = compactDay(dayStart)
+    const g = Math.floor(dayNo / win.genDays)
     const list = await rows<{ event_id: string; stream_seq: string; stream_idx: string; user_id: string; decision: string; points: string; streak: string }>(
       ch,
       `SELECT event_id, stream_seq, stream_idx, user_id, decision, points, streak FROM facts FINAL
        WHERE decision IN ('counted', 'capped', 'unknown_user', 'uncertified')
          AND formatDateTime(received_at, '%Y%m%d') = {day:String}
          AND day BETWEEN {lo:Date} AND {hi:Date}`,
-      { day, lo: isoDay(now - (i + win.buckets + 1) * 86400_000), hi: isoDay(now - (i - 1) * 86400_000) },
+      { day, lo: isoDay(dayStart - (2 * win.genDays + 1) * DAY_MS), hi: isoDay(dayStart + 2 * DAY_MS) },
     )
     for (const f of list) {
-      const key = keys.dedupe(f.user_id, day)
+      const key = keys.dedupe(f.user_id, g)
       const value = `${placeOf(Number(f.stream_seq), Number(f.stream_idx))}:${codes[f.decision]}${f.decision === 'counted' ? f.points : 0}:${f.decision === 'counted' ? f.streak : 0}`
       await w.add((p) => {
         p.hset(key, fingerprint(f.event_id), value)
-        p.expire(key, win.ttlSeconds)
+        p.expireat(key, dedupeExpireAt(g, win))
       })
     }
     dedupe += list.length
   }
-  log.info({ entries: dedupe }, 'rebuild: dedupe buckets written')
+  log.info({ entries: dedupe }, 'rebuild: dedupe entries written')
 
   // 5. Campaigns still counting: each communicator's totals from the facts (marked backfilled, so a
   // pending backfill adds nothing again), and the campaign's board.

@@ -1,16 +1,17 @@
 -- The per-user step: one atomic script in the user's hash slot.
--- KEYS[1]     u:{U}:i           the communicator (n name, r region, i institution, c certified_at ms,
---                                 x dense numeric index for the KPI bitmaps)
--- KEYS[2..6]  u:{U}:<period>    the user's totals for the event's day, week, month, year, all
---                               (s shares, sr shares reached_at, p points, pr points reached_at;
---                                the day also holds n:<type> counters and ss, the sign-in streak)
--- KEYS[7]     u:{U}:<day before> for the sign-in streak
--- KEYS[8..]   u:{U}:x:<day>     dedupe buckets by receive day; KEYS[8] is the current one
--- KEYS[8+nb..] u:{U}:k:<campaign> the user's totals in each candidate campaign (s, sr, p, pr as
---                                for periods; l:<fingerprint> marks an event fed live while the
---                                campaign's backfill is pending; b marks a backfilled user)
--- ARGV: fingerprint (16 hex digits), place, type, ts, limit, pointsLimit, points, shares, isSignin, maxBonus,
---       bucketTtl, ttl d, w, m, y, a (0 = none), nBuckets, nCampaigns, then per campaign:
+-- KEYS[1]     u:{U}             the communicator's hash (core/keys.ts): n name, r region, i institution,
+--                               c certified_at ms, x dense index; totals per period "s,sr,p,pr";
+--                               n<day>:<type> daily counters; q<day> sign-in streak; z last prune day
+-- KEYS[2]     u:{U}:x<gen>      dedupe entries of the current generation of receive days
+-- KEYS[3]     u:{U}:x<gen-1>    … and of the one before (together they cover the accepted age window)
+-- KEYS[4..]   u:{U}:k:<campaign> the user's totals in each candidate campaign (s, sr, p, pr fields;
+--                               l:<fingerprint> marks an event fed live while the campaign's backfill
+--                               is pending; b marks a backfilled user)
+-- ARGV: 1 fingerprint (16 hex digits), 2 place, 3 type, 4 ts, 5 limit, 6 pointsLimit, 7 points,
+--       8 shares, 9 isSignin, 10 maxBonus, 11 expire-at (s) of KEYS[2], 12..16 the event's period
+--       fields (day, week, month, year, all), 17 its day's counter field, 18 its day's streak field,
+--       19 the day before's streak field, 20 today (prune marker), 21..24 prune cut-offs (fields of
+--       day/counter/streak, week, month, year below these go), 25 nCampaigns, then per campaign:
 --       region prefix ('' any), institution ('' any), pending ('1' while backfilling), expire-at (s)
 -- Candidate campaigns are those whose window holds the event time and whose cutoff is after its
 -- receipt; the script keeps those that hold the communicator (region prefix, institution).
@@ -26,52 +27,55 @@ do
   local a, b, f = tonumber(string.sub(ARGV[1], 1, 8), 16), tonumber(string.sub(ARGV[1], 9, 16), 16), math.floor
   fp = string.char(f(a / 16777216), f(a / 65536) % 256, f(a / 256) % 256, a % 256, f(b / 16777216), f(b / 65536) % 256, f(b / 256) % 256, b % 256)
 end
+local U = KEYS[1]
 local seq, etype, ts = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local limit, plimit, pts_each, shares = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local is_signin, max_bonus = ARGV[9] == '1', tonumber(ARGV[10])
-local nb = tonumber(ARGV[17])
-local nc = tonumber(ARGV[18] or '0')
+local nc = tonumber(ARGV[25] or '0')
+local CK = 4 -- first campaign key
+local CA = 26 -- first campaign argument
 
--- Cost notes (Redis runs this once per event, and Redis is the scarce core): turning a Lua number
--- into a string (tostring, `..`, a number passed to redis.call) goes through sprintf("%.14g") and
--- costs about as much as a whole HGET; integers are formatted with '%d', which is twice as cheap, and
--- numeric arguments that came as strings (TTLs, expire-at) are passed on as they came.
+-- Cost notes (Redis runs this once per event, and Redis is the scarce core): every redis.call costs
+-- about a microsecond before it does anything, so the whole step is one HMGET and one HSET of the
+-- communicator's hash, two HGETs and one HSET of dedupe. Turning a Lua number into a string
+-- (tostring, `..`) goes through sprintf("%.14g"); integers are formatted with '%d', twice as cheap.
 local function int(n) return string.format('%d', n) end
+
+-- "s,sr,p,pr" → its four parts ('' for none).
+local function split(v)
+  if not v then return '', '', '', '' end
+  local a, b, c, d = string.match(v, '^([^,]*),([^,]*),([^,]*),([^,]*)$')
+  return a or '', b or '', c or '', d or ''
+end
 
 local function totals(code)
   local out = {}
   if code == 'c' then
-    for i = 2, 6 do
-      local v = redis.call('HMGET', KEYS[i], 's', 'sr', 'p', 'pr')
-      for j = 1, 4 do out[#out + 1] = v[j] or '' end
+    local v = redis.call('HMGET', U, ARGV[12], ARGV[13], ARGV[14], ARGV[15], ARGV[16])
+    for i = 1, 5 do
+      local a, b, c, d = split(v[i])
+      out[#out + 1] = a; out[#out + 1] = b; out[#out + 1] = c; out[#out + 1] = d
     end
   end
   return out
 end
 
--- Adds this event's shares and points to a totals hash (s, sr, p, pr): returns the new values, the
--- HSET arguments (empty when nothing changes) and whether the hash held no totals before (then the
--- caller sets its TTL: a hash with totals got it with its first ones); reached-at moves only forward
--- in event time.
-local function add_totals(k, pts)
-  local v = redis.call('HMGET', k, 's', 'sr', 'p', 'pr')
-  local fresh = not v[1] and not v[3]
-  local upd = {}
+-- Adds this event's shares and points to four totals (s, sr, p, pr); reached-at moves only forward in
+-- event time. Returns them and whether anything changed.
+local function add(s, sr, p, pr, pts)
   if shares > 0 then
-    v[1] = int(tonumber(v[1] or '0') + shares)
-    if ts > tonumber(v[2] or '0') then v[2] = ARGV[4] end
-    upd[#upd + 1] = 's'; upd[#upd + 1] = v[1]; upd[#upd + 1] = 'sr'; upd[#upd + 1] = v[2]
+    s = int(tonumber(s ~= '' and s or '0') + shares)
+    if sr == '' or ts > tonumber(sr) then sr = ARGV[4] end
   end
   if pts > 0 then
-    v[3] = int(tonumber(v[3] or '0') + pts)
-    if ts > tonumber(v[4] or '0') then v[4] = ARGV[4] end
-    upd[#upd + 1] = 'p'; upd[#upd + 1] = v[3]; upd[#upd + 1] = 'pr'; upd[#upd + 1] = v[4]
+    p = int(tonumber(p ~= '' and p or '0') + pts)
+    if pr == '' or ts > tonumber(pr) then pr = ARGV[4] end
   end
-  return v, upd, fresh
+  return s, sr, p, pr, shares > 0 or pts > 0
 end
 
 local function holds(j, region, inst)
-  local prefix, cinst = ARGV[19 + j * 4], ARGV[20 + j * 4]
+  local prefix, cinst = ARGV[CA + j * 4], ARGV[CA + 1 + j * 4]
   return (prefix == '' or string.sub(region, 1, #prefix) == prefix) and (cinst == '' or cinst == inst)
 end
 
@@ -80,7 +84,7 @@ local function campaign_totals(region, inst)
   local out = {}
   for j = 0, nc - 1 do
     if holds(j, region, inst) then
-      local v = redis.call('HMGET', KEYS[8 + nb + j], 's', 'sr', 'p', 'pr')
+      local v = redis.call('HMGET', KEYS[CK + j], 's', 'sr', 'p', 'pr')
       for i = 1, 4 do out[#out + 1] = v[i] or '' end
     else
       for i = 1, 4 do out[#out + 1] = '' end
@@ -93,7 +97,7 @@ end
 -- campaign, joined by commas into one string (one value for the client to decode instead of 27+;
 -- no value holds a comma: region codes are digits, institution ids [A-Za-z0-9_-]).
 local function reply(status, code, pts, streak, computed, camp, info)
-  info = info or redis.call('HMGET', KEYS[1], 'r', 'i', 'x')
+  info = info or redis.call('HMGET', U, 'r', 'i', 'x')
   local r = { status, code, pts, streak, info[1] or '', info[2] or '', info[3] or '0' }
   for _, v in ipairs(computed or totals(status == 'dup' and '' or code)) do r[#r + 1] = v end
   while #r < 27 do r[#r + 1] = '' end
@@ -104,8 +108,8 @@ local function reply(status, code, pts, streak, computed, camp, info)
   return table.concat(r, ',')
 end
 
-for i = 0, nb - 1 do
-  local v = redis.call('HGET', KEYS[8 + i], fp)
+for k = 2, 3 do
+  local v = redis.call('HGET', KEYS[k], fp)
   if v then
     local s, code, pts, streak = string.match(v, '^([%d.]+):(%a)(%d+):(%d+)$')
     if s == seq then return reply('repeat', code, pts, streak) end
@@ -116,44 +120,50 @@ end
 -- pts and streak are numbers while computed, strings (int()) once final.
 local code, pts, streak = 'c', 0, 0
 local computed, camp = nil, nil
-local info = redis.call('HMGET', KEYS[1], 'r', 'c', 'i', 'x')
-if not info[1] then
+-- Everything the step reads of the communicator, at once.
+local f = redis.call('HMGET', U, 'r', 'c', 'i', 'x', ARGV[12], ARGV[13], ARGV[14], ARGV[15], ARGV[16], ARGV[17], ARGV[19], 'z')
+if not f[1] then
   code = 'u'
-elseif info[2] and info[2] ~= '' and tonumber(info[2]) > ts then
+elseif f[2] and f[2] ~= '' and tonumber(f[2]) > ts then
   code = 'n'
 else
-  local counter = 'n:' .. etype
-  local n = tonumber(redis.call('HGET', KEYS[2], counter) or '0')
+  local n = tonumber(f[10] or '0')
   if n >= limit then
     code = 'x'
   else
-    redis.call('HINCRBY', KEYS[2], counter, '1')
+    local upd = { ARGV[17], int(n + 1) }
     if n < plimit then pts = pts_each end
     if is_signin then
-      streak = tonumber(redis.call('HGET', KEYS[7], 'ss') or '0') + 1
-      redis.call('HSET', KEYS[2], 'ss', int(streak))
+      streak = tonumber(f[11] or '0') + 1
+      upd[#upd + 1] = ARGV[18]; upd[#upd + 1] = int(streak)
       pts = pts_each + math.min(streak - 1, max_bonus)
     end
-    -- One read and one write per period hash; the new totals are the reply.
+    -- The new totals of the five periods are written at once and are the reply.
     computed = {}
-    for i = 2, 6 do
-      local v, upd, fresh = add_totals(KEYS[i], pts)
-      if #upd > 0 then redis.call('HSET', KEYS[i], unpack(upd)) end
-      for j = 1, 4 do computed[#computed + 1] = v[j] or '' end
-      if fresh and ARGV[10 + i] ~= '0' then redis.call('EXPIRE', KEYS[i], ARGV[10 + i], 'NX') end
+    for i = 1, 5 do
+      local s, sr, p, pr = split(f[4 + i])
+      local changed
+      s, sr, p, pr, changed = add(s, sr, p, pr, pts)
+      if changed then upd[#upd + 1] = ARGV[11 + i]; upd[#upd + 1] = s .. ',' .. sr .. ',' .. p .. ',' .. pr end
+      computed[#computed + 1] = s; computed[#computed + 1] = sr; computed[#computed + 1] = p; computed[#computed + 1] = pr
     end
+    redis.call('HSET', U, unpack(upd))
     -- The campaigns that hold the communicator: the same addition to their totals.
     camp = {}
     for j = 0, nc - 1 do
-      if holds(j, info[1], info[3] or '') then
-        local k = KEYS[8 + nb + j]
-        local v, upd = add_totals(k, pts)
-        if ARGV[21 + j * 4] == '1' then upd[#upd + 1] = 'l:' .. fp; upd[#upd + 1] = '1' end
-        if #upd > 0 then
-          redis.call('HSET', k, unpack(upd))
-          redis.call('EXPIREAT', k, ARGV[22 + j * 4], 'NX')
+      if holds(j, f[1], f[3] or '') then
+        local k = KEYS[CK + j]
+        local v = redis.call('HMGET', k, 's', 'sr', 'p', 'pr')
+        local s, sr, p, pr = add(v[1] or '', v[2] or '', v[3] or '', v[4] or '', pts)
+        local cu = {}
+        if shares > 0 then cu = { 's', s, 'sr', sr } end
+        if pts > 0 then cu[#cu + 1] = 'p'; cu[#cu + 1] = p; cu[#cu + 1] = 'pr'; cu[#cu + 1] = pr end
+        if ARGV[CA + 2 + j * 4] == '1' then cu[#cu + 1] = 'l:' .. fp; cu[#cu + 1] = '1' end
+        if #cu > 0 then
+          redis.call('HSET', k, unpack(cu))
+          redis.call('EXPIREAT', k, ARGV[CA + 3 + j * 4], 'NX')
         end
-        for i = 1, 4 do camp[#camp + 1] = v[i] or '' end
+        camp[#camp + 1] = s; camp[#camp + 1] = sr; camp[#camp + 1] = p; camp[#camp + 1] = pr
       else
         for i = 1, 4 do camp[#camp + 1] = '' end
       end
@@ -161,7 +171,19 @@ else
   end
 end
 
+-- Once a day per communicator: drop the fields of periods no new event can reach any more.
+if f[1] and f[12] ~= ARGV[20] then
+  local del = {}
+  local cut = { d = ARGV[21], n = 'n' .. string.sub(ARGV[21], 2), q = 'q' .. string.sub(ARGV[21], 2), w = ARGV[22], m = ARGV[23], y = ARGV[24] }
+  for _, k in ipairs(redis.call('HKEYS', U)) do
+    local c = cut[string.sub(k, 1, 1)]
+    if c and #k >= #c and string.sub(k, 1, #c) < c then del[#del + 1] = k end
+  end
+  if #del > 0 then redis.call('HDEL', U, unpack(del)) end
+  redis.call('HSET', U, 'z', ARGV[20])
+end
+
 pts, streak = int(pts), int(streak)
-redis.call('HSET', KEYS[8], fp, seq .. ':' .. code .. pts .. ':' .. streak)
-redis.call('EXPIRE', KEYS[8], ARGV[11], 'NX')
-return reply('new', code, pts, streak, computed, camp, { info[1], info[3], info[4] })
+redis.call('HSET', KEYS[2], fp, seq .. ':' .. code .. pts .. ':' .. streak)
+redis.call('EXPIREAT', KEYS[2], ARGV[11], 'NX')
+return reply('new', code, pts, streak, computed, camp, { f[1], f[3], f[4] })

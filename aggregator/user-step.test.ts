@@ -2,11 +2,10 @@ import { randomUUID } from 'node:crypto'
 import type { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { EventType, StreamEvent } from '../core/events.ts'
-import { keys } from '../core/keys.ts'
-import { PERIOD_TTL_S } from '../core/scoring.ts'
+import { counterField, keys, streakField } from '../core/keys.ts'
 import { compactDay, DAY_MS, PERIODS, periodRange } from '../core/time.ts'
 import { startStepRedis, type StepRedis } from '../test/redis.ts'
-import { applyUserStep, dedupeWindow, userStepArgs } from './user-step.ts'
+import { applyUserStep, dedupeExpireAt, dedupeGen, dedupeWindow, shanghaiDayNo, userStepArgs } from './user-step.ts'
 
 let r: StepRedis
 let redis: Redis
@@ -23,41 +22,49 @@ const ev = (user: string, type: EventType, ts: number): StreamEvent => ({
   kind: 'event', id: randomUUID(), type, user_id: user, ts, client_ts: ts, sent_at: null, received_at: now, app_id: 't', content_id: type === 'signin' ? '' : 'c', channel: '', viewer: '',
 })
 
-/** TTL in seconds of each of the user's period hashes for an event at ts (-1 = none, -2 = no key). */
-async function periodTtls(user: string, ts: number) {
-  const out: Record<string, number> = {}
-  for (const p of PERIODS) out[p] = await redis.ttl(keys.period(user, periodRange(p, ts).key))
-  return out
-}
-
 describe('the per-user step', () => {
-  it('gives every period hash its TTL when it first gets totals, and all-time none; later events keep it', async () => {
+  it('keeps a communicator in one hash: totals of every period of the event, counters, streak; dedupe apart, expiring', async () => {
     const ts = now - 60_000
     const first = await applyUserStep(redis, ev('T1', 'share_back', ts), 1, win)
     expect(first).toMatchObject({ status: 'new', decision: 'counted', points: 1 })
-    const expected = (ttls: Record<string, number>) => {
-      for (const p of PERIODS) {
-        const want = PERIOD_TTL_S[p]
-        if (want) expect(ttls[p], p).toBeGreaterThan(want - 60)
-        if (want) expect(ttls[p], p).toBeLessThanOrEqual(want)
-        else expect(ttls[p], p).toBe(-1)
-      }
-    }
-    expected(await periodTtls('T1', ts))
-    // The dedupe bucket of the receive day keeps the window.
-    const bucket = await redis.ttl(keys.dedupe('T1', compactDay(now)))
-    expect(bucket).toBeGreaterThan(win.ttlSeconds - 60)
-    // More events of all kinds (points, a sign-in streak, a read): the TTLs stay.
-    let seq = 2
-    for (const type of ['share_back', 'signin', 'read', 'share_back'] as EventType[]) {
-      const d = await applyUserStep(redis, ev('T1', type, ts + seq), seq++, win)
-      expect(d.decision, type).toBe('counted')
-    }
-    expected(await periodTtls('T1', ts))
-    // A late event (yesterday, still inside the accepted window) creates yesterday's day hash: with its TTL.
+    const h = await redis.hgetall(keys.user('T1'))
+    for (const p of PERIODS) expect(h[periodRange(p, ts).key], p).toBe(`1,${ts},1,${ts}`)
+    expect(h[counterField(compactDay(ts), 'share_back')]).toBe('1')
+    expect(h.r).toBe('430623110') // the import's fields are the same hash's
+    // The hash has no TTL (its old fields are pruned instead); the dedupe generation key has one.
+    expect(await redis.ttl(keys.user('T1'))).toBe(-1)
+    const gen = dedupeGen(now, win)
+    const ttl = await redis.ttl(keys.dedupe('T1', gen))
+    expect(ttl).toBeGreaterThan(dedupeExpireAt(gen, win) - Date.now() / 1000 - 60)
+    // Covering the age window: a generation is at least max age + max future long.
+    expect(win.genDays * DAY_MS).toBeGreaterThanOrEqual(72 * 3600_000 + 600_000)
+    // A late event (yesterday, inside the accepted window) adds yesterday's day field.
     const late = now - DAY_MS
+    let seq = 2
     await applyUserStep(redis, ev('T2', 'signin', late), seq++, win)
-    expected(await periodTtls('T2', late))
+    expect(await redis.hget(keys.user('T2'), periodRange('day', late).key)).toBe(`,,2,${late}`)
+    expect(await redis.hget(keys.user('T2'), streakField(compactDay(late)))).toBe('1')
+  })
+
+  it('drops, once a receive day, the fields of periods no new event can reach, and keeps the rest', async () => {
+    const old = now - 40 * DAY_MS
+    const yesterday = now - DAY_MS
+    const stale = ['day', 'week', 'month'].map((p) => periodRange(p as 'day', old).key)
+    const keep = periodRange('day', yesterday).key
+    await redis.hset(keys.user('T1'), ...stale.flatMap((k) => [k, '5,1,5,1']), counterField(compactDay(old), 'read'), '3', streakField(compactDay(old)), '7', keep, '1,2,3,4', 'z', '1')
+    await applyUserStep(redis, ev('T1', 'read', now - 1000), 50, win)
+    const h = await redis.hgetall(keys.user('T1'))
+    for (const k of stale) expect(h[k], k).toBeUndefined()
+    expect(h[counterField(compactDay(old), 'read')]).toBeUndefined()
+    expect(h[streakField(compactDay(old))]).toBeUndefined()
+    expect(h[keep]).toBe('1,2,3,4')
+    expect(h.a).toBeDefined()
+    expect(h.n).toBe('T1')
+    expect(h.z).toBe(String(shanghaiDayNo(now)))
+    // Pruned today: fields written again are left alone until the next receive day.
+    await redis.hset(keys.user('T1'), stale[0], '5,1,5,1')
+    await applyUserStep(redis, ev('T1', 'read', now - 900), 51, win)
+    expect(await redis.hget(keys.user('T1'), stale[0])).toBe('5,1,5,1')
   })
 
   it('answers points and streak as the rules give them, and a redelivery repeats them', async () => {
@@ -90,8 +97,8 @@ describe('the per-user step', () => {
       a[at] = hex
       a[at + 1] = String(seq++)
       await redis.userStep(...a)
-      expect(await redis.hexists(keys.dedupe('F1', compactDay(now)), Buffer.from(hex, 'hex')), hex).toBe(1)
+      expect(await redis.hexists(keys.dedupe('F1', dedupeGen(now, win)), Buffer.from(hex, 'hex')), hex).toBe(1)
     }
-    expect(await redis.hlen(keys.dedupe('F1', compactDay(now)))).toBeGreaterThanOrEqual(hexes.length)
+    expect(await redis.hlen(keys.dedupe('F1', dedupeGen(now, win)))).toBeGreaterThanOrEqual(hexes.length)
   })
 })

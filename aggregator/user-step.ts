@@ -2,9 +2,9 @@ import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import type { Redis, Result } from 'ioredis'
 import type { StreamEvent } from '../core/events.ts'
-import { keys } from '../core/keys.ts'
-import { PERIOD_TTL_S, RULES, SIGNIN_MAX_BONUS } from '../core/scoring.ts'
-import { compactDay, DAY_MS, PERIODS, periodRange, type Period } from '../core/time.ts'
+import { counterField, keys, PRUNE_DAYS, streakField } from '../core/keys.ts'
+import { RULES, SIGNIN_MAX_BONUS } from '../core/scoring.ts'
+import { compactDay, DAY_MS, PERIODS, periodRange, SHANGHAI_OFFSET_MS, type Period } from '../core/time.ts'
 
 const SCRIPT = readFileSync(new URL('./user-step.lua', import.meta.url), 'utf8')
 
@@ -55,17 +55,26 @@ export interface Decision {
   campaigns: CampaignTotals[]
 }
 
+/**
+ * Dedupe entries are kept by receive day in generations of `genDays` Shanghai days; a lookup checks
+ * the current generation and the one before, which together reach at least genDays back: the widest
+ * gap between two acceptances of one event (max age + max future). A generation's key expires at the
+ * end of the generation after it (plus a day), when no lookup reaches it any more.
+ */
 export interface DedupeWindow {
-  /** How many daily buckets (by receive day) a lookup checks: covers the accepted age window. */
-  buckets: number
-  ttlSeconds: number
+  genDays: number
 }
 
-/** Buckets must cover the widest gap between two acceptances of one event: max age + max future. */
 export function dedupeWindow(maxAgeMs: number, maxFutureMs: number): DedupeWindow {
-  const buckets = Math.ceil((maxAgeMs + maxFutureMs) / DAY_MS) + 1
-  return { buckets, ttlSeconds: (buckets + 1) * 86400 }
+  return { genDays: Math.max(1, Math.ceil((maxAgeMs + maxFutureMs) / DAY_MS)) }
 }
+
+/** The Shanghai day number of an instant (days since 1970-01-01 in UTC+8). */
+export const shanghaiDayNo = (ms: number) => Math.floor((ms + SHANGHAI_OFFSET_MS) / DAY_MS)
+/** The dedupe generation of a receive time. */
+export const dedupeGen = (receivedAt: number, win: DedupeWindow) => Math.floor(shanghaiDayNo(receivedAt) / win.genDays)
+/** When a generation's key may go (epoch seconds). */
+export const dedupeExpireAt = (gen: number, win: DedupeWindow) => ((gen + 2) * win.genDays + 1) * 86400 - SHANGHAI_OFFSET_MS / 1000
 
 /** 64-bit fingerprint of an event id as 16 hex digits, as the user step takes it. */
 export function fingerprintHex(id: string): string {
@@ -91,13 +100,20 @@ export function defineUserStep(redis: Redis): void {
 /** An event's place in the stream: its message's sequence, and its index when past the first item of a batch. */
 export const placeOf = (seq: number, idx = 0) => (idx ? `${seq}.${idx}` : String(seq))
 
+/** The fields of periods a communicator's hash drops on a receive day (see core/keys.ts): below these. */
+function pruneCuts(receivedAt: number): string[] {
+  const cut = receivedAt - PRUNE_DAYS * DAY_MS
+  return (['day', 'week', 'month', 'year'] as Period[]).map((p) => periodRange(p, cut).key)
+}
+let cutsFor = { day: -1, cuts: [] as string[] }
+
 export function userStepArgs(ev: StreamEvent, seq: number, win: DedupeWindow, campaigns: CampaignArg[] = [], idx = 0): (string | number)[] {
   const ranges = PERIODS.map((p) => periodRange(p, ev.ts))
-  const dayStart = ranges[0].startMs
-  const k: string[] = [keys.info(ev.user_id)]
-  for (const r of ranges) k.push(keys.period(ev.user_id, r.key))
-  k.push(keys.period(ev.user_id, 'd' + compactDay(dayStart - DAY_MS)))
-  for (let i = 0; i < win.buckets; i++) k.push(keys.dedupe(ev.user_id, compactDay(ev.received_at - i * DAY_MS)))
+  const day = compactDay(ev.ts)
+  const gen = dedupeGen(ev.received_at, win)
+  const today = shanghaiDayNo(ev.received_at)
+  if (cutsFor.day !== today) cutsFor = { day: today, cuts: pruneCuts(ev.received_at) }
+  const k: string[] = [keys.user(ev.user_id), keys.dedupe(ev.user_id, gen), keys.dedupe(ev.user_id, gen - 1)]
   for (const c of campaigns) k.push(keys.campaignUser(ev.user_id, c.id))
   const rule = RULES[ev.type]
   return [
@@ -113,9 +129,13 @@ export function userStepArgs(ev: StreamEvent, seq: number, win: DedupeWindow, ca
     rule.shares,
     ev.type === 'signin' ? '1' : '0',
     SIGNIN_MAX_BONUS,
-    win.ttlSeconds,
-    ...PERIODS.map((p) => PERIOD_TTL_S[p] ?? 0),
-    win.buckets,
+    dedupeExpireAt(gen, win),
+    ...ranges.map((r) => r.key),
+    counterField(day, ev.type),
+    streakField(day),
+    streakField(compactDay(ranges[0].startMs - DAY_MS)),
+    String(today),
+    ...cutsFor.cuts,
     campaigns.length,
     ...campaigns.flatMap((c) => [c.prefix, c.institution, c.pending ? '1' : '0', c.expireAtS]),
   ]

@@ -30,6 +30,7 @@ import { mountUsers } from './routes/users.ts'
 import { mountTrend } from './routes/trend.ts'
 import { mountLive } from './routes/live.ts'
 import { SUBJECT_EVENTS, SUBJECT_LIVE } from '../core/stream.ts'
+import { dedupeWindow } from '../aggregator/user-step.ts'
 import { mountDashboardAssets } from '../dashboards/assets.ts'
 import { defaultBodyLimit } from './middleware/body-limit/index.ts'
 
@@ -80,7 +81,7 @@ export function createApp(config: Config, deps: Deps & { adminToken: string; agg
     mountAccounts(app, { ...deps, sessions })
     mountCertifications(app, deps)
     mountInstitutions(app, deps)
-    mountPoints(app, deps, { subject: SUBJECT_EVENTS(config.nats.stream) })
+    mountPoints(app, deps, { subject: SUBJECT_EVENTS(config.nats.stream), win: dedupeWindow(config.events.maxAgeMs, config.events.maxFutureMs) })
     mountStore(app, deps)
     mountPopulations(app, deps)
     mountKpis(app, deps)

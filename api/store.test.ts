@@ -176,7 +176,8 @@ describe('refunds and the ledger', () => {
 
     // Flush Redis and rebuild: the wallets come back from the ledger facts.
     const wallet = await s.deps.redis.hgetall(walletKey('rich'))
-    await s.deps.redis.del(walletKey('rich'), keys.period('rich', 'a'))
+    await s.deps.redis.del(walletKey('rich'))
+    await s.deps.redis.hdel(keys.user('rich'), 'a')
     expect((await s.call('POST', '/v1/admin/rebuild')).status).toBe(200)
     expect(await s.deps.redis.hgetall(walletKey('rich'))).toEqual(wallet)
     expect(await points('rich')).toMatchObject({ earned: 32, balance: 15 })
@@ -219,7 +220,7 @@ describe('the reservation sweeper', () => {
     // A process died after the debit, before the ledger fact.
     const rid = redemptionId('s4', 'half-key')
     await r.stockReserve(stockKey(it5.id), `st:{${it5.id}}:r`, `${rid}:1`, `s4|half-key|${old}`)
-    const [st, v] = await r.walletDebit(keys.period('s4', 'a'), walletKey('s4'), 'half-key', `${rid}|${it5.id}|2|${old}`, it5.id, 2, 0)
+    const [st, v] = await r.walletDebit(keys.user('s4'), walletKey('s4'), 'half-key', `${rid}|${it5.id}|2|${old}`, it5.id, 2, 0)
     expect(st).toBe('ok')
     // A fresh reservation is left alone.
     await r.stockReserve(stockKey(it5.id), `st:{${it5.id}}:r`, 'rd_live:1', `s5|live-key|${Date.now()}`)

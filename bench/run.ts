@@ -21,7 +21,7 @@ import { createClickHouse } from '../core/clients/clickhouse.ts'
 import { parseConfig } from '../core/config.ts'
 import { loadRegionTree } from '../core/regions.ts'
 import { unpackScore } from '../core/scoring.ts'
-import { isoDay, periodRange, PERIODS } from '../core/time.ts'
+import { isoDay, periodRange } from '../core/time.ts'
 import { Api } from './lib/api.ts'
 import { cannon } from './lib/cannon.ts'
 import { runCeiling } from './lib/ceiling.ts'
@@ -456,9 +456,8 @@ async function main() {
   const dd = await dedupeMemory(redis, 'b0')
   const countyBoard = await boardMemory(redis, `b:s:r${roster ? roster.town[0].slice(0, 6) : COUNTY}:${dayKey}`)
   const nationalBoard = await boardMemory(redis, 'g:s:n:a')
-  const periodKeys = PERIODS.map((p) => periodRange(p, Date.now()).key)
   const nSample = Math.min(1000, opt.users)
-  const us = await userStateMemory(redis, Array.from({ length: nSample }, (_, k) => userId(Math.floor((k * opt.users) / nSample))), periodKeys)
+  const us = await userStateMemory(redis, Array.from({ length: nSample }, (_, k) => userId(Math.floor((k * opt.users) / nSample))))
   const boardEntries = await boardEntriesPerUser(redis, opt.users)
   report.redis_memory = {
     dedupe: mapRound(dd as unknown as Record<string, number>, 1),
@@ -730,8 +729,8 @@ function printReport(r: Record<string, any>) {
     sec('7. Redis bytes')
     row('dedupe bytes / counted event', `${d.bytesPerEntry} B`, `${fmtInt(d.keys)} buckets sampled, ${d.entriesPerKey} entries each (${d.encoding}); fit ${d.perKeyOverhead} B/bucket + ${d.marginalPerEntry} B/entry`)
     row('board bytes / communicator', `${m.board_county_day.bytesPerMember} B`, `${m.board_county_day.key}: ${fmtInt(m.board_county_day.members)} members, ${fmtMiB(m.board_county_day.bytes)} (${m.board_county_day.encoding})`)
-    row('board entries / communicator', `${m.board_entries_per_user}`, `all boards (b:*) after the e2e run: 2 metrics × 5 periods × scopes (town … national, institution)`)
-    row('per-user totals (i + 5 periods)', `${fmtInt(m.user_state_bytes_per_user)} B/user`, 'info hash + day/week/month/year/all hashes')
+    row('board entries / communicator', `${m.board_entries_per_user}`, `all boards (b:* complete, g:* gated) after the e2e run, per roster communicator`)
+    row('per-user state (one hash)', `${fmtInt(m.user_state_bytes_per_user)} B/user`, 'u:{id}: info, totals of the periods still open to events, counters, streak')
     row('all Redis state / active user', `${fmtInt(m.bytes_per_active_user_all_state)} B`, `INFO used_memory +${fmtMiB(m.used_memory_delta)} and +${fmtInt(m.keys_delta)} keys over the e2e run for ${fmtInt(m.active_users)} communicators with counted events today (mostly board entries)`)
     if (m.bytes_per_communicator_all_state !== undefined) row('all Redis state / communicator', `${fmtInt(m.bytes_per_communicator_all_state)} B`, `INFO used_memory ${fmtMiB(m.used_memory_all)} over an empty Redis, for ${fmtInt(m.communicators_with_state)} communicators with state (info, prior periods, today)`)
     row('all Redis state / counted event', `${m.bytes_per_counted_event_all_state} B`, `the same delta over ${r.e2e?.complete ? '' : '≈'}${fmtInt(m.counted_events_applied)} counted events (~${round(m.counted_events_applied / Math.max(1, m.active_users), 1)} per user here, so per-user state dominates)`)

@@ -5,11 +5,21 @@ import type { User } from './store/users.ts'
  * Redis key names. Everything about one communicator carries the hash tag {<user id>}, so the
  * per-user step touches a single hash slot and runs as one script on a Redis Cluster too.
  * Boards (b:… complete, g:… gated top K) are one key each and are written idempotently (see core/scoring.ts).
+ *
+ * A communicator's state is one hash, `u:{U}` (small: a listpack), with
+ *   n r i c x          name, region, institution, certified_at ms, dense index (the import's cache)
+ *   <period key>       her totals of that period, "s,sr,p,pr" (shares, their reached-at, points,
+ *                      theirs; '' when none), for d<YYYYMMDD>, w<Monday>, m<YYYYMM>, y<YYYY> and a
+ *   n<YYYYMMDD>:<type> events of that type counted that day (the daily caps)
+ *   q<YYYYMMDD>        the sign-in streak reached that day
+ *   z                  the Shanghai day its old fields were last pruned
+ * Only what a new event can still change is kept (the accepted age window: periods reaching into the
+ * last PRUNE_DAYS days, and all-time); older periods live on the boards. Dedupe entries live apart,
+ * in generation keys `u:{U}:x<gen>` of DedupeWindow.genDays receive days each (see user-step.ts).
  */
 export const keys = {
-  info: (u: string) => `u:{${u}}:i`,
-  period: (u: string, periodKey: string) => `u:{${u}}:${periodKey}`,
-  dedupe: (u: string, compactDay: string) => `u:{${u}}:x:${compactDay}`,
+  user: (u: string) => `u:{${u}}`,
+  dedupe: (u: string, gen: number) => `u:{${u}}:x${gen}`,
   seq: 'm:seq',
   /** Set while a rebuild deletes and restores the derived keys (not itself derived: it outlives the deletion). */
   rebuilding: 'r:rebuilding',
@@ -20,6 +30,30 @@ export const keys = {
   /** Users fed live while a campaign's backfill was pending (they need an event-by-event backfill). */
   campaignLive: (campaignId: string) => `k:${campaignId}:live`,
 }
+/** Fields of a communicator's hash that hold one day: counted events per type, and the streak. */
+export const counterField = (compactDay: string, type: string) => `n${compactDay}:${type}`
+export const streakField = (compactDay: string) => `q${compactDay}`
+/** Days back from today whose periods a communicator's hash keeps (events older than the age window are refused). */
+export const PRUNE_DAYS = 4
+
+export interface Totals {
+  shares: number
+  sharesAt: number
+  points: number
+  pointsAt: number
+}
+/** A totals field "s,sr,p,pr" (null or '' parts: nothing). */
+export function parseTotals(v: string | null | undefined): Totals {
+  const [s, sr, p, pr] = (v ?? '').split(',')
+  return { shares: Number(s || 0), sharesAt: Number(sr || 0), points: Number(p || 0), pointsAt: Number(pr || 0) }
+}
+export const formatTotals = (s: string | number, sr: string | number, p: string | number, pr: string | number) => `${s},${sr},${p},${pr}`
+
+/** A communicator's totals of one period (periodKey as in core/time.ts: d…, w…, m…, y…, a). */
+export async function readTotals(redis: Redis, user: string, periodKey: string): Promise<Totals> {
+  return parseTotals(await redis.hget(keys.user(user), periodKey))
+}
+
 /** Key patterns rebuilt from facts (and so deleted before a rebuild). */
 export const DERIVED_PATTERNS = ['u:*', 'b:*', 'g:*', 'm:*', 'k:*']
 
@@ -30,7 +64,7 @@ export function infoFields(u: User): Record<string, string> {
 export async function cacheUsers(redis: Redis, users: User[]): Promise<void> {
   if (!users.length) return
   const p = redis.pipeline()
-  for (const u of users) p.hset(keys.info(u.id), infoFields(u))
+  for (const u of users) p.hset(keys.user(u.id), infoFields(u))
   const res = await p.exec()
   for (const [err] of res ?? []) if (err) throw err
 }
@@ -43,7 +77,7 @@ export interface UserInfo {
 
 export async function readInfos(redis: Redis, ids: string[]): Promise<Map<string, UserInfo>> {
   const out = new Map<string, UserInfo>()
-  const rows = await Promise.all(ids.map((id) => redis.hmget(keys.info(id), 'n', 'r', 'i')))
+  const rows = await Promise.all(ids.map((id) => redis.hmget(keys.user(id), 'n', 'r', 'i')))
   ids.forEach((id, i) => {
     const [n, r, inst] = rows[i]
     if (r !== null) out.set(id, { name: n ?? '', region_code: r, institution_id: inst || null })

@@ -1,14 +1,14 @@
 import { createHash, randomBytes } from 'node:crypto'
 import type { ClickHouseClient } from '@clickhouse/client'
 import type { Redis, Result } from 'ioredis'
-import { keys } from './keys.ts'
+import { keys, parseTotals } from './keys.ts'
 import { chTime } from './schema.ts'
 
 /**
  * Points spent in the store (积分商城) and given back, and item stock, in Redis — with the ledger
  * facts in ClickHouse as the record.
  *
- * Balance = earned − redeemed + refunded. Earned is the user's all-time points (`u:{U}:a` field p,
+ * Balance = earned − redeemed + refunded. Earned is the user's all-time points (`u:{U}` field a, its p,
  * kept by the aggregator); redeemed and refunded are in the user's wallet `u:{U}:w` (r, f; `i:<item>`
  * units held per item for per-user limits; `k:<idempotency key>` → the redemption; `rf:<redemption>`
  * marks a refund). Both hashes are in the user's hash slot, so one script checks and debits the
@@ -58,12 +58,13 @@ const RETURN_UNIT = `
 if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then redis.call('HINCRBY', KEYS[1], 'n', 1) return 1 end
 return 0
 `
-// KEYS: u:{U}:a, u:{U}:w. ARGV: idempotency key, redemption record, item, price, per-user limit (0 none).
+// KEYS: u:{U} (all-time totals in field a, "s,sr,p,pr"), u:{U}:w. ARGV: idempotency key, redemption record, item, price, per-user limit (0 none).
 const DEBIT = `
 local ex = redis.call('HGET', KEYS[2], 'k:' .. ARGV[1])
 if ex then return {'dup', ex} end
 local w = redis.call('HMGET', KEYS[2], 'r', 'f', 'i:' .. ARGV[3])
-local bal = tonumber(redis.call('HGET', KEYS[1], 'p') or '0') - tonumber(w[1] or '0') + tonumber(w[2] or '0')
+local earned = tonumber(string.match(redis.call('HGET', KEYS[1], 'a') or '', '^[^,]*,[^,]*,(%d+)') or '0')
+local bal = earned - tonumber(w[1] or '0') + tonumber(w[2] or '0')
 local price, lim = tonumber(ARGV[4]), tonumber(ARGV[5])
 if lim > 0 and tonumber(w[3] or '0') >= lim then return {'limit', tostring(bal)} end
 if bal < price then return {'poor', tostring(bal)} end
@@ -151,8 +152,8 @@ export interface Balance {
 }
 
 export async function readBalance(redis: Redis, user: string): Promise<Balance> {
-  const [[, p], [, w]] = (await redis.multi().hget(keys.period(user, 'a'), 'p').hmget(walletKey(user), 'r', 'f').exec()) as [[null, string | null], [null, (string | null)[]]]
-  const earned = Number(p ?? 0)
+  const [[, a], [, w]] = (await redis.multi().hget(keys.user(user), 'a').hmget(walletKey(user), 'r', 'f').exec()) as [[null, string | null], [null, (string | null)[]]]
+  const earned = parseTotals(a).points
   const redeemed = Number(w[0] ?? 0)
   const refunded = Number(w[1] ?? 0)
   return { earned, redeemed, refunded, balance: earned - redeemed + refunded }
@@ -215,7 +216,7 @@ export async function redeem(
     throw new Error('reservation held too long; retry')
   }
   const r: Redemption = { id: rid, user_id: user, item_id: item.id, price: item.price, idempotency_key: idem, at: Date.now() }
-  const [status, v] = await redis.walletDebit(keys.period(user, 'a'), walletKey(user), idem, record(r), item.id, item.price, item.per_user_limit ?? 0)
+  const [status, v] = await redis.walletDebit(keys.user(user), walletKey(user), idem, record(r), item.id, item.price, item.per_user_limit ?? 0)
   if (status !== 'ok') {
     await release()
     if (status === 'dup') return { status: 'dup', redemption: parseRecord(user, idem, v), balance: null }

@@ -8,6 +8,7 @@ import { Redis } from 'ioredis'
 import { afterEach, describe, expect, it } from 'vitest'
 import { killGroup, pidAlive, queryClickHouse, spawnService, until, type ServiceProcess } from './child.ts'
 import { ADMIN, freePort } from './stack.ts'
+import { keys, parseTotals } from '../core/keys.ts'
 
 /**
  * Crash test, on real engines (the service as a child process, with the redis-server and
@@ -302,9 +303,9 @@ async function crashRun(mode: 'node' | 'group') {
 
     // Per-user all-time totals in Redis.
     const p = redis.pipeline()
-    for (const id of ids) p.hget(`u:{${id}}:a`, 's')
-    const totals = (await p.exec())!.map(([err, v]) => (err ? String(err) : v))
-    const off = ids.filter((_, i) => totals[i] !== String(PER_USER)).map((id, i) => `${id}=${totals[i]}`)
+    for (const id of ids) p.hget(keys.user(id), 'a')
+    const totals = (await p.exec())!.map(([err, v]) => (err ? String(err) : parseTotals(v as string | null).shares))
+    const off = ids.filter((_, i) => totals[i] !== PER_USER).map((id, i) => `${id}=${totals[i]}`)
     expect(off, 'users whose Redis all-time share total is not 100').toEqual([])
   } finally {
     await nc.close().catch(() => {})

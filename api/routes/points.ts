@@ -2,11 +2,11 @@ import type { ClickHouseClient } from '@clickhouse/client'
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi'
 import type { JetStreamClient } from '@nats-io/jetstream'
 import type { Redis } from 'ioredis'
-import { fingerprint } from '../../aggregator/user-step.ts'
+import { dedupeGen, fingerprint, type DedupeWindow } from '../../aggregator/user-step.ts'
 import { ApiError, badRequest, unavailable } from '../../core/errors.ts'
 import { EVENT_TYPES, type StreamEvent } from '../../core/events.ts'
 import { msgId } from '../../core/stream.ts'
-import { keys } from '../../core/keys.ts'
+import { counterField, keys, parseTotals, streakField } from '../../core/keys.ts'
 import { RULES, SIGNIN_MAX_BONUS } from '../../core/scoring.ts'
 import type { UserStore } from '../../core/store/users.ts'
 import { compactDay, DAY_MS, isoDay, shanghaiIso } from '../../core/time.ts'
@@ -39,7 +39,7 @@ function streakOf(todaySs: string | null, yesterdaySs: string | null): number {
   return Number(todaySs ?? yesterdaySs ?? 0)
 }
 
-export function mountPoints(app: OpenAPIHono<AuthEnv>, deps: PointsDeps, opts: { subject: string }) {
+export function mountPoints(app: OpenAPIHono<AuthEnv>, deps: PointsDeps, opts: { subject: string; win: DedupeWindow }) {
   const enc = new TextEncoder()
   const userOf = async (p: Parameters<typeof accountOf>[0]) => {
     const a = accountOf(p)!
@@ -79,14 +79,15 @@ export function mountPoints(app: OpenAPIHono<AuthEnv>, deps: PointsDeps, opts: {
     } catch {
       throw unavailable('nats')
     }
-    // The decision is recorded in the user's dedupe bucket of the receive day.
+    // The decision is recorded in the user's dedupe entries of the receive day's generation.
     const fp = fingerprint(id)
+    const bucket = keys.dedupe(u.id, dedupeGen(now, opts.win))
     let v: string | null = null
     for (let waited = 0; waited < 3000 && v === null; waited += 50) {
-      v = await deps.redis.hget(keys.dedupe(u.id, day), fp)
+      v = await deps.redis.hget(bucket, fp)
       if (v === null) await new Promise((r) => setTimeout(r, 50))
     }
-    const m = v ? /^\d+:(\w)(\d+):(\d+)$/.exec(v) : null
+    const m = v ? /^[\d.]+:(\w)(\d+):(\d+)$/.exec(v) : null
     return c.json({ event_id: id, day: isoDay(now), decision: (m ? CODES[m[1]] : 'pending') as 'counted', points: m ? Number(m[2]) : 0, streak: m ? Number(m[3]) : 0 }, 200)
   })
 
@@ -123,18 +124,19 @@ export function mountPoints(app: OpenAPIHono<AuthEnv>, deps: PointsDeps, opts: {
   app.openapi(points, async (c) => {
     const u = await userOf(c.get('principal'))
     const now = Date.now()
-    const dayKey = keys.period(u.id, 'd' + compactDay(now))
-    const [bal, today, yss] = await Promise.all([
+    const day = compactDay(now)
+    const [bal, fields] = await Promise.all([
       readBalance(deps.redis, u.id),
-      deps.redis.hgetall(dayKey),
-      deps.redis.hget(keys.period(u.id, 'd' + compactDay(now - DAY_MS)), 'ss'),
+      deps.redis.hmget(keys.user(u.id), 'd' + day, streakField(day), streakField(compactDay(now - DAY_MS)), ...EVENT_TYPES.map((t) => counterField(day, t))),
     ])
-    const streak = streakOf(today.ss ?? null, yss)
+    const [dayTotals, ss, yss] = fields
+    const counts = new Map(EVENT_TYPES.map((t, i) => [t, Number(fields[3 + i] ?? 0)]))
+    const streak = streakOf(ss, yss)
     const actions = EVENT_TYPES.map((type) => {
       const rule = RULES[type]
-      const count = Number(today[`n:${type}`] ?? 0)
+      const count = counts.get(type)!
       const pts = type === 'signin'
-        ? (count > 0 ? rule.points + Math.min(Number(today.ss ?? 1) - 1, SIGNIN_MAX_BONUS) : 0)
+        ? (count > 0 ? rule.points + Math.min(Number(ss ?? 1) - 1, SIGNIN_MAX_BONUS) : 0)
         : Math.min(count, rule.pointsLimit) * rule.points
       const next = type === 'signin' ? rule.points + Math.min(streak, SIGNIN_MAX_BONUS) : rule.points
       // Points still to earn today (not actions): a sign-in not yet made is worth its streak's points.
@@ -142,8 +144,8 @@ export function mountPoints(app: OpenAPIHono<AuthEnv>, deps: PointsDeps, opts: {
       return { type, count, points: pts, points_each: count > 0 && type === 'signin' ? pts : next, points_left: left, counts_left: Math.max(0, rule.limit - count) }
     })
     return c.json({
-      user_id: u.id, ...bal, streak, signed_in_today: Number(today['n:signin'] ?? 0) > 0,
-      today: { day: isoDay(now), points: Number(today.p ?? 0), actions },
+      user_id: u.id, ...bal, streak, signed_in_today: counts.get('signin')! > 0,
+      today: { day: isoDay(now), points: parseTotals(dayTotals).points, actions },
     }, 200)
   })
 

@@ -4,7 +4,7 @@ import { parse as parseCsv } from 'csv-parse/sync'
 import type { Redis } from 'ioredis'
 import { ApiError, badRequest, forbidden, notFound } from '../../core/errors.ts'
 import { USER_ID } from '../../core/events.ts'
-import { cacheUsers, keys } from '../../core/keys.ts'
+import { cacheUsers, keys, readTotals } from '../../core/keys.ts'
 import type { RegionTree } from '../../core/regions.ts'
 import { recordRegistrations } from '../../core/registrations.ts'
 import { chTime } from '../../core/schema.ts'
@@ -227,10 +227,10 @@ export function mountUsers(app: OpenAPIHono<AuthEnv>, deps: UsersDeps) {
     // Outside her scope an official learns nothing, not even whether the id exists.
     if (!self && (u ? !coversUser(who, u) : who.kind !== 'operator')) throw forbidden('outside your scope')
     if (!u) throw notFound('no such communicator')
-    const [p, s] = await deps.redis.hmget(keys.period(u.id, 'a'), 'p', 's')
+    const all = await readTotals(deps.redis, u.id, 'a')
     return c.json({
       id: u.id, real_name: u.real_name, phone: who.kind === 'operator' || self ? u.phone : maskPhone(u.phone), region_code: u.region_code, kind: u.kind,
-      institution_id: u.institution_id || null, certified_at: shanghaiIso(u.certified_at), points: Number(p ?? 0), shares: Number(s ?? 0),
+      institution_id: u.institution_id || null, certified_at: shanghaiIso(u.certified_at), points: all.points, shares: all.shares,
     }, 200)
   })
 }

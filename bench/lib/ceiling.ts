@@ -54,12 +54,12 @@ export async function runCeiling(opts: {
   try {
     defineUserStep(redis)
     const win = dedupeWindow(opts.config.events.maxAgeMs, opts.config.events.maxFutureMs)
-    // The communicators, as the import caches them (u:{id}:i with n, r, i, c).
+    // The communicators, as the import caches them (u:{id} with n, r, i, c).
     for (let i = 0; i < opts.users; i += 5000) {
       const p = redis.pipeline()
       for (let j = i; j < Math.min(opts.users, i + 5000); j++) {
         const at = opts.place?.(j) ?? { region: CEILING_TOWNS[j % CEILING_TOWNS.length], institution: j % 2 === 0 ? `czinst-${(j >> 1) % 20}` : '' }
-        p.hset(keys.info(ceilingUser(j)), {
+        p.hset(keys.user(ceilingUser(j)), {
           n: '上限' + j,
           r: at.region,
           i: at.institution,

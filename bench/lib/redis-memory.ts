@@ -39,9 +39,9 @@ export interface DedupeMemory {
   encoding: string
 }
 
-/** MEMORY USAGE (exact: SAMPLES 0) of up to `max` dedupe buckets u:{<prefix>…}:x:<day>, divided by their entries. */
+/** MEMORY USAGE (exact: SAMPLES 0) of up to `max` dedupe generation keys u:{<prefix>…}:x<gen>, divided by their entries. */
 export async function dedupeMemory(redis: Redis, userPrefix: string, max = 3000): Promise<DedupeMemory> {
-  const ks = await scanKeys(redis, `u:{${userPrefix}*}:x:*`, max)
+  const ks = await scanKeys(redis, `u:{${userPrefix}*}:x*`, max)
   const p = redis.pipeline()
   for (const k of ks) {
     p.call('MEMORY', 'USAGE', k, 'SAMPLES', '0')
@@ -66,10 +66,10 @@ export async function dedupeMemory(redis: Redis, userPrefix: string, max = 3000)
   }
 }
 
-/** Per-user state other than dedupe: the info hash and the five period-total hashes (+ yesterday's day hash when present). */
-export async function userStateMemory(redis: Redis, ids: string[], periodKeys: string[]): Promise<{ users: number; bytesPerUser: number }> {
+/** Per-user state other than dedupe: the communicator's one hash (info, period totals, counters, streak). */
+export async function userStateMemory(redis: Redis, ids: string[]): Promise<{ users: number; bytesPerUser: number }> {
   const p = redis.pipeline()
-  for (const id of ids) for (const pk of ['i', ...periodKeys]) p.call('MEMORY', 'USAGE', `u:{${id}}:${pk}`, 'SAMPLES', '0')
+  for (const id of ids) p.call('MEMORY', 'USAGE', `u:{${id}}`, 'SAMPLES', '0')
   const res = (await p.exec()) ?? []
   const bytes = res.reduce((s, [, v]) => s + (Number(v) || 0), 0)
   return { users: ids.length, bytesPerUser: ids.length ? bytes / ids.length : NaN }
