@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { SUBJECT_EVENTS } from '../core/stream.ts'
+import { periodRange } from '../core/time.ts'
 import { share, startStack, type Stack } from '../test/stack.ts'
 
 let s: Stack
@@ -97,7 +98,8 @@ describe('ranking', () => {
       { id: 'early', phone: '13700000011', real_name: '早', region_code: '430623101', certified_at: '2020-01-01' },
       { id: 'late', phone: '13700000012', real_name: '晚', region_code: '430623101', certified_at: '2020-01-01' },
     ])
-    const t = Date.now() - 600_000
+    // Inside today (Shanghai) even just after midnight: the day board read below is today's.
+    const t = Math.max(Date.now() - 600_000, periodRange('day', Date.now()).startMs + 1000)
     const facts = await s.factCount()
     // 'late' reaches 3 at t+300s, but its events are sent (and counted) first.
     expect((await s.postEvents(key, [share('late', t + 100_000), share('late', t + 200_000), share('late', t + 300_000)])).status).toBe(202)
