@@ -11,6 +11,7 @@ import { campaignStatus, type CampaignStore } from '../core/store/campaigns.ts'
 import { packCampaignScore } from '../core/scoring.ts'
 import { campaignSums } from './campaign-jobs.ts'
 import { CAMPAIGN_KEEP_S } from './campaigns.ts'
+import { createBoardWriter, type BoardGroups } from './boards.ts'
 import { rebuildWallets } from '../core/wallet.ts'
 
 /**
@@ -149,9 +150,14 @@ async function rebuildAll(deps: Parameters<typeof rebuildRedis>[0]): Promise<voi
   const today = String(shanghaiDayNo(now))
   const K = deps.topK ?? DEFAULT_TOP_K
   // 2. Each user's totals per period, and the boards from them. A gated board gets its top K only,
-  // what live writes would have let through (see createBoardWriter), chosen here in memory.
+  // what live writes would have let through (see createBoardWriter), chosen here in memory. Boards
+  // are written as live batches are: one ZADD per board with all its members; each communicator's
+  // fields in one HSET at the end.
+  const writeBoards = createBoardWriter({ topK: K })
+  const fields = new Map<string, string[]>()
   for (const period of PERIODS) {
     const gated = new Map<string, TopK>()
+    const groups: BoardGroups = new Map()
     const ttl = PERIOD_TTL_S[period]
     const minDay = ttl ? isoDay(now - ttl * 1000 - 366 * 86400_000) : '1970-01-01'
     const list = await rows<{ user_id: string; pk: string; s: string; sr: string; p: string; pr: string; region: string; inst: string }>(
@@ -173,35 +179,45 @@ async function rebuildAll(deps: Parameters<typeof rebuildRedis>[0]): Promise<voi
       if (!s && !p) continue
       // The communicator's hash keeps the periods a new event can still reach (core/keys.ts).
       if (range.endMs > keepFrom) {
-        const v = formatTotals(s ? r.s : '', s ? r.sr : '', p ? r.p : '', p ? r.pr : '')
-        await w.add((pl) => pl.hset(keys.user(r.user_id), range.key, v, 'z', today))
+        let f = fields.get(r.user_id)
+        if (!f) fields.set(r.user_id, (f = ['z', today]))
+        f.push(range.key, formatTotals(s ? r.s : '', s ? r.sr : '', p ? r.p : '', p ? r.pr : ''))
       }
       const lineage = tree.lineage(r.region).map((x) => x.code)
       const scopes = scopesOf(lineage.length ? lineage : [r.region], r.inst)
       for (const [metric, count, at] of [['shares', r.s, r.sr], ['points', r.p, r.pr]] as [Metric, string, string][]) {
         if (!(Number(count) > 0)) continue
         const score = packScore(period, range.startMs, Number(count), Number(at))
-        for (const s of scopes) {
-          const bk = boardKey(metric, s, range.key)
-          if (isGated(s)) {
+        for (const sc of scopes) {
+          const bk = boardKey(metric, sc, range.key)
+          if (isGated(sc)) {
             let t = gated.get(bk)
             if (!t) gated.set(bk, (t = new TopK(K, ttl)))
             t.add(score, r.user_id)
             continue
           }
-          await w.add((p) => {
-            p.zadd(bk, 'LT', score, r.user_id)
-            if (ttl) p.expire(bk, ttl, 'NX')
-          })
+          let g = groups.get(bk)
+          if (!g) groups.set(bk, (g = { period, members: new Map() }))
+          const best = g.members.get(r.user_id)
+          if (best === undefined || score < best) g.members.set(r.user_id, score)
         }
       }
     }
-    for (const [bk, t] of gated) {
-      for (const [score, member] of t.best()) await w.add((p) => p.zadd(bk, 'LT', score, member))
-      if (t.ttl) await w.add((p) => p.expire(bk, t.ttl!, 'NX'))
+    for (const [bk, t] of gated) groups.set(bk, { period, members: new Map(t.best().map(([score, member]) => [member, score])) })
+    let chunk: BoardGroups = new Map()
+    for (const [bk, g] of groups) {
+      chunk.set(bk, g)
+      if (chunk.size >= 2000) {
+        await writeBoards(redis, chunk)
+        chunk = new Map()
+      }
     }
-    log.info({ period, rows: list.length, gated: gated.size }, 'rebuild: totals and boards written')
+    await writeBoards(redis, chunk)
+    log.info({ period, rows: list.length, boards: groups.size, gated: gated.size }, 'rebuild: totals and boards written')
   }
+  for (const [user, f] of fields) await w.add((p) => p.hset(keys.user(user), ...f))
+  await w.flush()
+  log.info({ users: fields.size }, 'rebuild: communicators\' totals written')
 
   // 3. Caps counters and sign-in streaks of the days a new event can still reach.
   const firstDay = compactDay(keepFrom)

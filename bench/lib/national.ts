@@ -163,8 +163,10 @@ export class NationalPlanner {
  * communicator a share-back on a random earlier day of an earlier year; for 60 % one earlier this
  * year, 40 % one earlier this month, 25 % one earlier this week (when the week has earlier days),
  * 1–3 share-backs each. The service then finds Redis without an applied-sequence mark and rebuilds it
- * from these facts at start, which is how its rebuild is timed. These facts carry stream_seq 0: they
- * were never messages of this stream, whose sequences stay above them.
+ * from these facts at start, which is how its rebuild is timed. These facts all carry stream_seq 1:
+ * above the mark of the empty Redis (0), so the service finds Redis stale and rebuilds, and not above
+ * the stream's own first message, so counting goes on from there. (So the KPI share bitmaps, which
+ * count distinct stream places, see these earlier days' share-backs as one; the bench reads no KPIs.)
  */
 export async function writeHistory(ch: ClickHouseClient, roster: Roster, userId: (i: number) => string, now = Date.now()): Promise<{ facts: number }> {
   await ch.command({ query: 'DROP TABLE IF EXISTS bench_roster' })
@@ -192,7 +194,7 @@ export async function writeHistory(ch: ClickHouseClient, roster: Roster, userId:
     await ch.command({
       query: `INSERT INTO facts (event_id, stream_seq, type, user_id, user_ix, app_id, ts, client_ts, sent_at, received_at, day, decision, reason,
                                  shares, points, streak, rule_version, region_code, institution_id, content_id, channel, viewer, raw)
-        SELECT concat('hist-', toString(${k}), '-', toString(i), '-', toString(n)) AS event_id, 0, 'share_back', user_id, i + 1, 'bench-history',
+        SELECT concat('hist-', toString(${k}), '-', toString(i), '-', toString(n)) AS event_id, 1, 'share_back', user_id, i + 1, 'bench-history',
                t, t, NULL, t, toDate(t, 'Asia/Shanghai'), 'counted', '', 1, 1, 0, 1, region, inst, 'c1', 'wechat', '', ''
         FROM (SELECT i, user_id, region, inst,
                      fromUnixTimestamp64Milli(toInt64(${lo} + (${h} % ${hi - lo})), 'Asia/Shanghai') AS t,
