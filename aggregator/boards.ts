@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import { Command, type Redis } from 'ioredis'
 import type { RegionTree } from '../core/regions.ts'
 import { keys } from '../core/keys.ts'
@@ -169,6 +170,59 @@ function send(redis: Redis, name: string, args: (string | number)[]): Promise<un
   return c.promise
 }
 
+/** The hash tag of a key ({…}: what Redis Cluster hashes), or null. */
+function hashTag(key: string): string | null {
+  const i = key.indexOf('{')
+  if (i < 0) return null
+  const j = key.indexOf('}', i + 1)
+  return j > i + 1 ? key.slice(i + 1, j) : null
+}
+
+/**
+ * The board writes of one hash tag in one script: per board ZADD LT of its members, its TTL once
+ * (EXPIRE NX) and, for a gated board due for it, the trim to K and its K-th score. One command for
+ * hundreds of boards: what a board write costs this process is per command, not per board.
+ * ARGV[1] K, then per key: member count n, flags (1 expire, 4 refresh), ttl, n × (score, member).
+ * Returns the K-th scores of the refreshed boards, in order ('' when a board holds fewer than K).
+ */
+const BOARD_WRITE = `
+local K = tonumber(ARGV[1])
+local a = 2
+local out = {}
+for j = 1, #KEYS do
+  local k = KEYS[j]
+  local n, flags, ttl = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), ARGV[a + 2]
+  a = a + 3
+  local i = 0
+  while i < n do
+    local m = math.min(n - i, 1000)
+    redis.call('ZADD', k, 'LT', unpack(ARGV, a, a + 2 * m - 1))
+    a = a + 2 * m
+    i = i + m
+  end
+  if flags % 2 == 1 then redis.call('EXPIRE', k, ttl, 'NX') end
+  if flags >= 4 then
+    redis.call('ZREMRANGEBYRANK', k, K, -1)
+    local r = redis.call('ZRANGE', k, K - 1, K - 1, 'WITHSCORES')
+    out[#out + 1] = r[2] or ''
+  end
+end
+return out
+`
+const BOARD_WRITE_SHA = createHash('sha1').update(BOARD_WRITE).digest('hex')
+
+/** EVALSHA with flat arguments, loading the script once where the server does not know it. */
+async function evalScript(redis: Redis, script: string, keys: string[], args: (string | number)[]): Promise<unknown> {
+  const argv: (string | number)[] = [BOARD_WRITE_SHA, keys.length, ...keys, ...args]
+  try {
+    return await send(redis, 'evalsha', argv)
+  } catch (err) {
+    if (!String(err).includes('NOSCRIPT')) throw err
+    argv[0] = script
+    return send(redis, 'eval', argv)
+  }
+}
+
 /** How often a gated board's K-th score is read again, and the board trimmed to K. */
 const THRESHOLD_REFRESH_MS = 1000
 
@@ -196,32 +250,47 @@ export function createBoardWriter(opts: { topK: number; refreshMs?: number } = {
   async function write(redis: Redis, ws: Iterable<BoardWrite> | BoardGroups): Promise<void> {
     const ops: Promise<unknown>[] = []
     const now = Date.now()
+    /** Writes of boards that share a hash tag (a province's), sent as one script per tag. */
+    const tagged = new Map<string, { keys: string[]; args: (string | number)[]; refresh: { score: number; at: number }[] }>()
     for (const [key, g] of ws instanceof Map ? ws : groupByBoard(ws)) {
       const gated = key.charCodeAt(0) === 103 // 'g'
       const th = gated ? thresholds.get(key) : undefined
       const theta = th ? th.score : Infinity
-      let args: (string | number)[] = [key, 'LT']
+      const pairs: (string | number)[] = []
       for (const [member, score] of g.members) {
         if (score > theta) continue // K others are ahead of it for good
-        args.push(score, member)
-        if (args.length >= 2 + 2 * MEMBERS_PER_ZADD) {
-          ops.push(send(redis, 'zadd', args))
-          args = [key, 'LT']
-        }
+        pairs.push(score, member)
       }
-      const wrote = args.length > 2
-      if (wrote) ops.push(send(redis, 'zadd', args))
+      const wrote = pairs.length > 0
       const ttl = g.period ? PERIOD_TTL_S[g.period] : null
+      let expire = false
       if (wrote && (ttl || g.expireAtS) && !expiring.has(key)) {
         if (expiring.size > 200_000) expiring.clear()
         expiring.add(key)
-        // After the ZADD that creates the key, on the same path (EXPIRE NX on no key does nothing).
-        ops.push(ttl ? send(redis, 'expire', [key, ttl, 'NX']) : send(redis, 'expireat', [key, g.expireAtS!, 'NX']))
+        expire = true
       }
+      let refresh: { score: number; at: number } | null = null
       if (gated && (!th || (wrote && now - th.at >= REFRESH_MS) || now - th.at >= 10 * REFRESH_MS)) {
         if (thresholds.size > 200_000) thresholds.clear()
-        const entry = { score: theta, at: now }
-        thresholds.set(key, entry)
+        refresh = { score: theta, at: now }
+        thresholds.set(key, refresh)
+      }
+      if (!wrote && !refresh) continue
+      const tag = hashTag(key)
+      if (tag !== null && g.period) {
+        let t = tagged.get(tag)
+        if (!t) tagged.set(tag, (t = { keys: [], args: [K], refresh: [] }))
+        t.keys.push(key)
+        t.args.push(pairs.length / 2, (expire ? 1 : 0) + (refresh ? 4 : 0), ttl ?? 0)
+        for (const v of pairs) t.args.push(v)
+        if (refresh) t.refresh.push(refresh)
+        continue
+      }
+      for (let i = 0; i < pairs.length; i += 2 * MEMBERS_PER_ZADD) ops.push(send(redis, 'zadd', [key, 'LT', ...pairs.slice(i, i + 2 * MEMBERS_PER_ZADD)]))
+      // After the ZADD that creates the key, on the same path (EXPIRE NX on no key does nothing).
+      if (expire) ops.push(ttl ? send(redis, 'expire', [key, ttl, 'NX']) : send(redis, 'expireat', [key, g.expireAtS!, 'NX']))
+      if (refresh) {
+        const entry = refresh
         // After this batch's ZADD on the same connection: what lies past rank K now can never come back.
         ops.push(send(redis, 'zremrangebyrank', [key, K, -1]))
         ops.push(
@@ -230,6 +299,13 @@ export function createBoardWriter(opts: { topK: number; refreshMs?: number } = {
           }),
         )
       }
+    }
+    for (const t of tagged.values()) {
+      ops.push(
+        evalScript(redis, BOARD_WRITE, t.keys, t.args).then((r) => {
+          ;(r as string[]).forEach((v, i) => (t.refresh[i].score = v === '' ? Infinity : Number(v)))
+        }),
+      )
     }
     await Promise.all(ops)
   }

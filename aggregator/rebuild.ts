@@ -3,7 +3,7 @@ import type { Redis } from 'ioredis'
 import type { Logger } from 'pino'
 import { cacheUsers, counterField, DERIVED_PATTERNS, formatTotals, keys, PRUNE_DAYS, streakField } from '../core/keys.ts'
 import type { RegionTree } from '../core/regions.ts'
-import { boardKey, DEFAULT_TOP_K, isGated, PERIOD_TTL_S, packScore, scopesOf, type Metric } from '../core/scoring.ts'
+import { DEFAULT_TOP_K, isGated, PERIOD_TTL_S, packScore, type Metric } from '../core/scoring.ts'
 import type { User, UserStore } from '../core/store/users.ts'
 import { compactDay, DAY_MS, isoDay, PERIODS, periodRange, SHANGHAI_OFFSET_MS, type Period } from '../core/time.ts'
 import { dedupeExpireAt, dedupeGen, fingerprint, placeOf, shanghaiDayNo, type DedupeWindow } from './user-step.ts'
@@ -11,7 +11,7 @@ import { campaignStatus, type CampaignStore } from '../core/store/campaigns.ts'
 import { packCampaignScore } from '../core/scoring.ts'
 import { campaignSums } from './campaign-jobs.ts'
 import { CAMPAIGN_KEEP_S } from './campaigns.ts'
-import { createBoardWriter, type BoardGroups } from './boards.ts'
+import { createBoardKeys, createBoardWriter, type BoardGroups } from './boards.ts'
 import { rebuildWallets } from '../core/wallet.ts'
 
 /**
@@ -154,6 +154,7 @@ async function rebuildAll(deps: Parameters<typeof rebuildRedis>[0]): Promise<voi
   // are written as live batches are: one ZADD per board with all its members; each communicator's
   // fields in one HSET at the end.
   const writeBoards = createBoardWriter({ topK: K })
+  const bks = createBoardKeys(tree)
   const fields = new Map<string, string[]>()
   for (const period of PERIODS) {
     const gated = new Map<string, TopK>()
@@ -183,13 +184,14 @@ async function rebuildAll(deps: Parameters<typeof rebuildRedis>[0]): Promise<voi
         if (!f) fields.set(r.user_id, (f = ['z', today]))
         f.push(range.key, formatTotals(s ? r.s : '', s ? r.sr : '', p ? r.p : '', p ? r.pr : ''))
       }
-      const lineage = tree.lineage(r.region).map((x) => x.code)
-      const scopes = scopesOf(lineage.length ? lineage : [r.region], r.inst)
+      // The live writer's interned scopes and cached key names: no strings built per row.
+      const scopes = bks.regionScopes(r.region)
+      const inst = r.inst ? bks.institutionScope(r.inst) : null
       for (const [metric, count, at] of [['shares', r.s, r.sr], ['points', r.p, r.pr]] as [Metric, string, string][]) {
         if (!(Number(count) > 0)) continue
         const score = packScore(period, range.startMs, Number(count), Number(at))
-        for (const sc of scopes) {
-          const bk = boardKey(metric, sc, range.key)
+        for (const sc of inst ? [...scopes, inst] : scopes) {
+          const bk = bks.key(sc, range.key, metric)
           if (isGated(sc)) {
             let t = gated.get(bk)
             if (!t) gated.set(bk, (t = new TopK(K, ttl)))
