@@ -3,13 +3,13 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createBoardReader, encodeCursor, type BoardRef } from '../core/board-reads.ts'
+import { createBoardReader, encodeCursor, type BoardReader, type BoardRef } from '../core/board-reads.ts'
 import { createRedis } from '../core/clients/redis.ts'
 import type { StreamEvent } from '../core/events.ts'
 import { cacheUsers } from '../core/keys.ts'
 import { startRedis, type LocalService } from '../core/local-services.ts'
 import { buildRegionTree } from '../core/regions.ts'
-import { packScore, RULES, unitScope, type BoardScope, type Metric } from '../core/scoring.ts'
+import { boardKey, packScore, RULES, unitScope, type BoardScope, type Metric } from '../core/scoring.ts'
 import { periodRange, PERIODS, type Period } from '../core/time.ts'
 import { freePort } from '../test/stack.ts'
 import { createBoardKeys, createBoardWriter, groupByBoard, boardWrites, type BoardWrite } from './boards.ts'
@@ -21,16 +21,25 @@ import { applyUserStep, dedupeWindow, defineUserStep } from './user-step.ts'
  * writes, two writers with their own K-th-score caches, a day and a week boundary), then every read
  * of every board of every scope and period (total, every page to the end, every communicator's rank
  * and neighbours) compared with a recount from the events. K is small so that most reads of the
- * gated boards go past their exact top K and through their units.
+ * gated boards go past their exact top K and through their units; five provinces, so that a
+ * national read merges several groups (core/board-group.lua), and pages and ranks both narrower
+ * and wider than K, so that a city's or province's gated board sometimes stands in for its units
+ * and sometimes cannot.
  */
 const tree = buildRegionTree([
-  { code: '11', name: 'P1' }, { code: '12', name: 'P2' },
-  { code: '1101', name: 'C1' }, { code: '1102', name: 'C2' }, { code: '1201', name: 'C3' },
+  { code: '11', name: 'P1' }, { code: '12', name: 'P2' }, { code: '13', name: 'P3' }, { code: '14', name: 'P4' }, { code: '15', name: 'P5' },
+  { code: '1101', name: 'C1' }, { code: '1102', name: 'C2' }, { code: '1201', name: 'C3' }, { code: '1301', name: 'C4' }, { code: '1302', name: 'C5' },
+  { code: '1401', name: 'C6' }, { code: '1501', name: 'C7' },
   { code: '110101', name: 'X1' }, { code: '110102', name: 'X2' }, { code: '110201', name: 'X3' }, { code: '120101', name: 'X4' },
+  { code: '130101', name: 'X5' }, { code: '130201', name: 'X6' }, { code: '140101', name: 'X7' }, { code: '150101', name: 'X8' }, { code: '150102', name: 'X9' },
   { code: '110101001', name: 'T1' }, { code: '110101002', name: 'T2' }, { code: '110102001', name: 'T3' },
   { code: '110201001', name: 'T4' }, { code: '120101001', name: 'T5' }, { code: '120101002', name: 'T6' },
+  { code: '130101001', name: 'T7' }, { code: '130201001', name: 'T8' }, { code: '140101001', name: 'T9' },
+  { code: '150101001', name: 'T10' }, { code: '150102001', name: 'T11' },
 ])
-const TOWNS = ['110101001', '110101002', '110102001', '110201001', '120101001', '120101002']
+const TOWNS = ['110101001', '110101002', '110102001', '110201001', '120101001', '120101002', '130101001', '130201001', '140101001', '150101001', '150102001']
+const GATED = ['11', '12', '13', '14', '15', '1101', '1102', '1201', '1301', '1302', '1401', '1501']
+const COUNTIES = ['110101', '110102', '110201', '120101', '130101', '130201', '140101', '150101', '150102']
 const K = 4
 const win = dedupeWindow(72 * 3600_000, 600_000)
 
@@ -101,10 +110,11 @@ async function run(seed: number) {
   await redis.flushall()
   const rand = rng(seed)
   const pick = <T,>(xs: T[]) => xs[Math.floor(rand() * xs.length)]
-  // Most in towns; some registered at a county, a city or a province code (own boards).
-  const users: U[] = Array.from({ length: 36 }, (_, i) => ({
-    id: `u${String(i).padStart(2, '0')}`,
-    region: i < 30 ? pick(TOWNS) : ['110102', '1101', '1101', '12', '1102', '110201'][i - 30],
+  // Most in towns; some registered at a county, a city or a province code (own boards). Ids of
+  // mixed case and punctuation: equal scores order by member bytes, in Redis, Lua and here alike.
+  const users: U[] = Array.from({ length: 48 }, (_, i) => ({
+    id: `${['u', 'U', 'u_', 'u-', 'uA'][i % 5]}${String(i).padStart(2, '0')}`,
+    region: i < 40 ? pick(TOWNS) : ['110102', '1101', '1101', '12', '1102', '110201', '13', '1401'][i - 40],
     inst: rand() < 0.5 ? pick(['i1', 'i2', 'i3']) : '',
   }))
   await cacheUsers(redis, users.map((u) => ({ id: u.id, phone: '', real_name: u.id, region_code: u.region, kind: '个人用户', institution_id: u.inst, certified_at: 0, ix: 1, created_at: 0, updated_at: 0 })))
@@ -154,10 +164,11 @@ async function run(seed: number) {
 
   const expected = recount(users, arrived)
   const reader = createBoardReader({ redis, tree, topK: K })
+  const askOne = createBoardReader({ redis, tree, topK: K, askOne: true })
   const lineage = (u: U) => tree.lineage(u.region).map((r) => r.code)
   const scopes: [BoardScope, (u: U) => boolean][] = [
     [{ kind: 'national' }, () => true],
-    ...[...['11', '12', '1101', '1102', '1201', '110101', '110102', '110201', '120101'], ...TOWNS].map(
+    ...[...GATED, ...COUNTIES, ...TOWNS].map(
       (code) => [{ kind: 'region', code }, (u: U) => lineage(u).includes(code)] as [BoardScope, (u: U) => boolean],
     ),
     ...['i1', 'i2', 'i3'].map((id) => [{ kind: 'institution', id }, (u: U) => u.inst === id] as [BoardScope, (u: U) => boolean]),
@@ -171,36 +182,59 @@ async function run(seed: number) {
         const want = expected(metric, inScope, pk)
         const label = `${metric} ${JSON.stringify(scope)} ${pk}`
         expect(await reader.total(ref), label).toBe(want.length)
-        // Every page to the end, three at a time, then one page of 7 from the top.
-        const pages: [number, string, number][] = []
-        let after: string | undefined
-        for (;;) {
-          const { flat, firstRank } = await reader.page(ref, 3, after)
-          for (let i = 0; i < flat.length; i += 2) pages.push([firstRank + i / 2, flat[i], Number(flat[i + 1])])
-          if (flat.length < 6) break
-          after = encodeCursor(Number(flat.at(-1)), flat.at(-2)!, ref.key)
+        // Every page to the end, three at a time and ten at a time (more than K: no gated board
+        // answers for its children), then one page of 7 from the top.
+        // On the national board also with every group asked for one entry at first (the second round).
+        for (const [size, r] of [[3, reader], [10, reader], ...(scope.kind === 'national' ? [[3, askOne], [10, askOne]] : [])] as [number, BoardReader][]) {
+          const pages: [number, string, number][] = []
+          let after: string | undefined
+          for (;;) {
+            const { flat, firstRank } = await r.page(ref, size, after)
+            for (let i = 0; i < flat.length; i += 2) pages.push([firstRank + i / 2, flat[i], Number(flat[i + 1])])
+            if (flat.length < 2 * size) break
+            after = encodeCursor(Number(flat.at(-1)), flat.at(-2)!, ref.key)
+          }
+          expect(pages, `${label} by ${size}`).toEqual(want.map(([s, m], i) => [i + 1, m, s]))
         }
-        expect(pages, label).toEqual(want.map(([s, m], i) => [i + 1, m, s]))
         const top7 = await reader.page(ref, 7)
         expect(top7.flat, label).toEqual(want.slice(0, 7).flatMap(([s, m]) => [m, String(s)]))
-        // Rank and two neighbours each side of every communicator; none for those not on the board.
+        // Rank and two neighbours each side of every communicator (on gated boards also none and
+        // five, more than K allows inside its first K); none for those not on the board.
+        const gated = scope.kind === 'national' || (scope.kind === 'region' && scope.code.length <= 4)
         for (const u of users) {
           const unit = scope.kind === 'institution' ? scope : scope.kind === 'national' || inScope(u) ? unitScope(lineage(u)) : null
-          const got = await reader.around(ref, u.id, unit, 2)
-          const at = want.findIndex(([, m]) => m === u.id)
-          if (at < 0) {
-            expect(got.rank, `${label} ${u.id}`).toBeNull()
-            continue
+          for (const n of gated ? [2, 0, 5] : [2]) {
+            const got = await reader.around(ref, u.id, unit, n)
+            const at = want.findIndex(([, m]) => m === u.id)
+            if (at < 0) {
+              expect(got.rank, `${label} ${u.id}`).toBeNull()
+              continue
+            }
+            if (at + n >= K) deep++
+            const from = Math.max(0, at - n)
+            expect([got.rank, got.firstRank, got.flat], `${label} ${u.id} ±${n}`).toEqual([at + 1, from + 1, want.slice(from, at + n + 1).flatMap(([s, m]) => [m, String(s)])])
           }
-          if (at + 2 >= K) deep++
-          const from = Math.max(0, at - 2)
-          expect([got.rank, got.firstRank, got.flat], `${label} ${u.id}`).toEqual([at + 1, from + 1, want.slice(from, at + 3).flatMap(([s, m]) => [m, String(s)])])
         }
       }
   // The gated boards were read past their top K (the unit merge), and they hold no more than K.
   expect(deep).toBeGreaterThan(100)
   for (const k of await redis.keys('g:*')) expect(await redis.zcard(k), k).toBeLessThanOrEqual(K)
 }
+
+describe('board keys', () => {
+  it('region boards (town to province) and own boards carry their province hash tag; institution and national boards none', () => {
+    // A group script reads a province's units and gated boards at once, and one script writes a
+    // batch's boards of a province: on a cluster they must share a slot.
+    const tag = (key: string) => /\{([^}]*)\}/.exec(key)?.[1] ?? null
+    for (const m of ['shares', 'points'] as Metric[]) {
+      for (const code of [...GATED, ...COUNTIES, ...TOWNS]) expect(tag(boardKey(m, { kind: 'region', code }, 'a'))).toBe(code.slice(0, 2))
+      for (const code of ['11', '1101']) expect(tag(boardKey(m, { kind: 'own', code }, 'd20261130'))).toBe(code.slice(0, 2))
+      for (const scope of [{ kind: 'national' }, { kind: 'institution', id: 'i1' }] as BoardScope[]) expect(tag(boardKey(m, scope, 'a'))).toBeNull()
+    }
+    expect(boardKey('shares', { kind: 'region', code: '430623' }, 'd20260615')).toBe('b:s:{43}r430623:d20260615')
+    expect(boardKey('points', { kind: 'region', code: '4306' }, 'a')).toBe('g:p:{43}r4306:a')
+  })
+})
 
 describe('boards: every read equals a brute-force recount from the events', () => {
   for (const seed of [1, 2, 3]) it(`seed ${seed}`, () => run(seed), 120_000)

@@ -90,7 +90,7 @@ describe('board writes are idempotent and order-free', () => {
     const lostSeq = seq++
     await applyUserStep(redis, c[2], lostSeq, win) // … and the board writes never happen
     const scoreOf = (b: Record<string, string[]>, k: string) => b[k]?.[1]
-    const key = 'b:s:r430623:a'
+    const key = 'b:s:{43}r430623:a'
     expect(scoreOf(await boards('C'), key)).not.toEqual(scoreOf(await boards('B'), key))
     // Redelivery after restart: same seq → repeat → the board writes are issued again.
     const d = await applyUserStep(redis, c[2], lostSeq, win)

@@ -20,7 +20,7 @@ import { Redis } from 'ioredis'
 import { createClickHouse } from '../core/clients/clickhouse.ts'
 import { parseConfig } from '../core/config.ts'
 import { loadRegionTree } from '../core/regions.ts'
-import { unpackScore } from '../core/scoring.ts'
+import { boardKey, unpackScore } from '../core/scoring.ts'
 import { isoDay, periodRange } from '../core/time.ts'
 import { Api } from './lib/api.ts'
 import { cannon } from './lib/cannon.ts'
@@ -265,7 +265,7 @@ async function main() {
   // Today's share-backs summed over the complete day boards of every county (the units of the
   // national board): what the plan says must count, for as many communicators as shared today.
   const dayStart = periodRange('day', Date.now()).startMs
-  const countyKeys = roster ? tree.children(null).flatMap((p) => tree.children(p.code).flatMap((c) => tree.children(c.code))).map((c) => `b:s:r${c.code}:${dayKey}`) : [`b:s:r${COUNTY}:${dayKey}`]
+  const countyKeys = (roster ? tree.children(null).flatMap((p) => tree.children(p.code).flatMap((c) => tree.children(c.code))).map((c) => c.code) : [COUNTY]).map((code) => boardKey('shares', { kind: 'region', code }, dayKey))
   let shareSum = 0
   let sharersOnBoards = 0
   for (let i = 0; i < countyKeys.length; i += 500) {
@@ -279,7 +279,7 @@ async function main() {
       }
     }
   }
-  const countyTotal = await redis.zcard(`b:s:r${COUNTY}:${dayKey}`)
+  const countyTotal = await redis.zcard(boardKey('shares', { kind: 'region', code: COUNTY }, dayKey))
   report.e2e.checks = {
     day_share_sum: shareSum,
     expected_share_sum: expectedShares,
@@ -454,7 +454,7 @@ async function main() {
   // ---- Redis memory --------------------------------------------------------------------------
   progress('redis-memory', 'MEMORY USAGE of dedupe buckets, boards and per-user hashes')
   const dd = await dedupeMemory(redis, 'b0')
-  const countyBoard = await boardMemory(redis, `b:s:r${roster ? roster.town[0].slice(0, 6) : COUNTY}:${dayKey}`)
+  const countyBoard = await boardMemory(redis, boardKey('shares', { kind: 'region', code: roster ? roster.town[0].slice(0, 6) : COUNTY }, dayKey))
   const nationalBoard = await boardMemory(redis, 'g:s:n:a')
   const nSample = Math.min(1000, opt.users)
   const us = await userStateMemory(redis, Array.from({ length: nSample }, (_, k) => userId(Math.floor((k * opt.users) / nSample))))
@@ -524,7 +524,7 @@ async function restartService(stopped?: RunningService) {
 
 /** Puts every roster user on today's county board (one share-back each for those missing), paced. */
 async function topUp(api: Api, ledger: Ledger, dayKey: string) {
-  const on = new Set(await redis!.zrange(`b:s:r${COUNTY}:${dayKey}`, '0', '-1'))
+  const on = new Set(await redis!.zrange(boardKey('shares', { kind: 'region', code: COUNTY }, dayKey), '0', '-1'))
   const missing: number[] = []
   for (let i = 0; i < opt.users; i++) if (!on.has(userId(i))) missing.push(i)
   if (!missing.length) return

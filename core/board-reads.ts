@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto'
-import type { Redis } from 'ioredis'
+import { readFileSync } from 'node:fs'
+import { Command, type Redis } from 'ioredis'
 import { badRequest } from './errors.ts'
 import type { RegionTree } from './regions.ts'
 import { boardKey, isGated, type BoardScope, type Metric } from './scoring.ts'
@@ -9,7 +10,8 @@ import { boardKey, isGated, type BoardScope, type Metric } from './scoring.ts'
  * institution, own) is one sorted set read directly. A gated board (city, province, national) is
  * exact in its first K entries; past them, and for its total, it is read from its units: the complete
  * boards that partition it (its counties and the own boards of its province and cities), merged in
- * board order. Every unit is read with one single-key command, so this works on a Redis Cluster too.
+ * board order. The units of a province share its hash tag, so one script (board-group.lua) merges a
+ * province's units inside Redis, on one slot: a city or province read is one call, a national one 31.
  */
 
 /** Stored scores ascending, then member (Redis orders equal scores by member bytes; ids are ASCII). */
@@ -67,25 +69,6 @@ async function pageAfter(redis: Redis, key: string, score: number, user: string,
   return { flat, firstRank }
 }
 
-/**
- * Around a position (score s, member u) of one unit: how many entries lie strictly above score s,
- * the members at exactly s (the caller splits them by member), up to ARGV[3] entries below s in
- * order and up to ARGV[4] above it, nearest first. One key: one slot.
- */
-const PROBE = `
-local k, s = KEYS[1], ARGV[1]
-local above = 0
-if ARGV[5] == '1' then above = redis.call('ZCOUNT', k, '-inf', '(' .. s) end
-local ties = redis.call('ZRANGE', k, s, s, 'BYSCORE')
-local after, before = {}, {}
-local na, nb = tonumber(ARGV[3]), tonumber(ARGV[4])
-if na > 0 then after = redis.call('ZRANGE', k, '(' .. s, '+inf', 'BYSCORE', 'LIMIT', 0, na, 'WITHSCORES') end
-if nb > 0 then before = redis.call('ZRANGE', k, '(' .. s, '-inf', 'BYSCORE', 'REV', 'LIMIT', 0, nb, 'WITHSCORES') end
-return {above, ties, after, before}
-`
-type ProbeReply = [number, string[], string[], string[]]
-type Probe = (key: string, score: string, member: string, nAfter: number, nBefore: number, count: '0' | '1') => Promise<ProbeReply>
-
 const pairs = (flat: string[]): Entry[] => {
   const out: Entry[] = []
   for (let i = 0; i < flat.length; i += 2) out.push([Number(flat[i + 1]), flat[i]])
@@ -103,42 +86,115 @@ export interface BoardRef {
 /** How long a gated board's total (a sum over its units) is reused: well inside the freshness promise. */
 export const TOTAL_CACHE_MS = 200
 
-export function createBoardReader(deps: { redis: Redis; tree: RegionTree; topK: number }) {
+const GROUP_SCRIPT = readFileSync(new URL('./board-group.lua', import.meta.url), 'utf8')
+const GROUP_SHA = createHash('sha1').update(GROUP_SCRIPT).digest('hex')
+
+/**
+ * The boards one script call reads, all of one province (one hash slot): keys in preorder and their
+ * layout, one letter each ('P' a province's gated board, 'C' a city's, 'u' a unit), as
+ * board-group.lua reads them; `args` and `head` (its RESP encoding) are the call up to its
+ * per-call arguments, built on first use.
+ */
+interface Group {
+  keys: string[]
+  layout: string
+  args?: string[]
+  head?: Buffer
+}
+type GroupMode = 'a' | 'p' | 't'
+
+const bulk = (s: string) => `$${Buffer.byteLength(s)}\r\n${s}\r\n`
+
+/**
+ * A group's EVALSHA, written from its cached encoding: through ioredis's own path every call would
+ * flatten and re-encode its ~100 keys (3,724 for a national read), which cost this process more CPU
+ * than the replies. `args` stays complete, so key routing (a Cluster reads the first key's slot)
+ * works as for any command.
+ */
+class GroupCommand extends Command {
+  private readonly head: Buffer
+  private readonly tail: string[]
+  constructor(g: Group, tail: string[]) {
+    super('evalsha', [], { replyEncoding: 'utf8' })
+    this.head = g.head!
+    this.tail = tail
+    this.args = g.args!.concat(tail)
+  }
+  toWritable(): Buffer {
+    return Buffer.concat([this.head, Buffer.from(this.tail.map(bulk).join(''))])
+  }
+}
+
+/**
+ * `askOne` (tests): ask every group of a national page for one entry, so that nearly every page
+ * takes the second round.
+ */
+export function createBoardReader(deps: { redis: Redis; tree: RegionTree; topK: number; askOne?: boolean }) {
   const { redis, tree } = deps
   const K = deps.topK
-  if (!(redis as unknown as { boardProbe?: unknown }).boardProbe) redis.defineCommand('boardProbe', { numberOfKeys: 1, lua: PROBE })
-  const probe = ((...a: Parameters<Probe>) => (redis as unknown as { boardProbe: Probe }).boardProbe(...a)) as Probe
-
-  /** The units of a gated scope: its counties, and the own boards of itself and its cities. */
-  const unitCache = new Map<string, BoardScope[]>()
-  function unitsOf(scope: BoardScope): BoardScope[] {
-    const tag = scope.kind === 'region' ? scope.code : ''
-    let out = unitCache.get(tag)
-    if (out) return out
-    out = []
-    const walk = (code: string | null) => {
-      if (code !== null && code.length <= 4) out!.push({ kind: 'own', code })
-      for (const c of tree.children(code)) {
-        if (c.code.length === 6) out!.push({ kind: 'region', code: c.code })
-        else if (c.code.length <= 4) walk(c.code)
-      }
+  function runGroup(g: Group, mode: GroupMode, score: string, member: string, n: number): Promise<unknown> {
+    if (!g.head) {
+      g.args = [GROUP_SHA, String(g.keys.length), ...g.keys, g.layout, String(K)]
+      g.head = Buffer.from(`*${1 + g.args.length + 4}\r\n${bulk('evalsha')}${g.args.map(bulk).join('')}`)
     }
-    walk(scope.kind === 'region' ? scope.code : null)
-    unitCache.set(tag, out)
+    const tail = [mode, score, member, String(n)]
+    const c = new GroupCommand(g, tail)
+    redis.sendCommand(c)
+    // Not loaded on this server yet (a restart, a failover, SCRIPT FLUSH): EVAL loads it.
+    return c.promise.catch((err: Error) => {
+      if (!String(err?.message).includes('NOSCRIPT')) throw err
+      return redis.eval(GROUP_SCRIPT, g.keys.length, ...g.keys, g.layout, K, ...tail)
+    })
+  }
+
+  /**
+   * The groups of a gated board, cached per board key (the key lists are the client's main cost per
+   * read otherwise). A national board: one group per province, each headed by the province's gated
+   * board (which answers for the whole province when the read lies inside its first K). A province
+   * or a city: one group of its own board and its children (the board itself is known not to answer).
+   */
+  const groupCache = new Map<string, Group[]>()
+  function groupsOf(b: BoardRef): Group[] {
+    let out = groupCache.get(b.key)
+    if (out) return out
+    const key = (scope: BoardScope) => boardKey(b.metric, scope, b.periodKey)
+    const build = (code: string, head: boolean): Group => {
+      const g: Group = { keys: [], layout: '' }
+      const add = (scope: BoardScope, letter: string) => {
+        g.keys.push(key(scope))
+        g.layout += letter
+      }
+      const city = (c: string, head: boolean) => {
+        if (head) add({ kind: 'region', code: c }, 'C')
+        add({ kind: 'own', code: c }, 'u')
+        for (const x of tree.children(c)) if (x.code.length === 6) add({ kind: 'region', code: x.code }, 'u')
+      }
+      if (code.length === 4) {
+        city(code, head)
+        return g
+      }
+      if (head) add({ kind: 'region', code }, 'P')
+      // The province's own units before its cities: the layout gives a unit to the gated board before it.
+      const kids = tree.children(code)
+      add({ kind: 'own', code }, 'u')
+      for (const x of kids) if (x.code.length === 6) add({ kind: 'region', code: x.code }, 'u')
+      for (const x of kids) if (x.code.length === 4) city(x.code, true)
+      return g
+    }
+    out = b.scope.kind === 'region' ? [build(b.scope.code, false)] : tree.children(null).map((p) => build(p.code, true))
+    if (groupCache.size >= 4096) groupCache.clear()
+    groupCache.set(b.key, out)
     return out
   }
-  const unitKeys = (b: BoardRef) => unitsOf(b.scope).map((u) => boardKey(b.metric, u, b.periodKey))
 
-  const totals = new Map<string, { at: number; value: Promise<number> }>()
-  async function sumUnits(b: BoardRef): Promise<number> {
-    const p = redis.pipeline()
-    for (const k of unitKeys(b)) p.zcard(k)
-    let n = 0
-    for (const [err, v] of (await p.exec()) ?? []) {
-      if (err) throw err
-      n += Number(v)
-    }
-    return n
+  /** Per group totals, reused for TOTAL_CACHE_MS; the last known ones also size a page's asks (below). */
+  const totals = new Map<string, { at: number; value: Promise<number[]> }>()
+  const lastTotals = new Map<string, number[]>()
+  async function groupTotals(b: BoardRef): Promise<number[]> {
+    const ns = (await Promise.all(groupsOf(b).map((g) => runGroup(g, 't', '0', '', 0)))).map(Number)
+    if (lastTotals.size > 10_000) lastTotals.clear()
+    lastTotals.set(b.key, ns)
+    return ns
   }
 
   /** A gated board holding fewer than K entries holds everyone, exactly (nothing was ever skipped). */
@@ -151,62 +207,60 @@ export function createBoardReader(deps: { redis: Redis; tree: RegionTree; topK: 
     let t = totals.get(b.key)
     if (!t || now - t.at > TOTAL_CACHE_MS) {
       if (totals.size > 10_000) totals.clear()
-      t = { at: now, value: sumUnits(b) }
+      t = { at: now, value: groupTotals(b) }
       totals.set(b.key, t)
       t.value.catch(() => totals.delete(b.key))
     }
-    return t.value
+    return (await t.value).reduce((a, v) => a + v, 0)
   }
 
   /**
    * The `limit` entries after position (score, member) in the merged order of the units, and how many
-   * entries lie at or before that position. Each unit is asked for a few entries; units that may hold
-   * more than they gave are asked again past their last one until the page is certain.
+   * entries lie at or before that position. Each group merges its own (in Redis). A national board's
+   * 31 groups are each asked for about their share of the page (by their last known totals: a hint,
+   * any ask is exact); a group that filled its ask may hold more, so past the earliest such group's
+   * last entry nothing is certain, and those groups whose last entry falls inside the page are asked
+   * again after it, for what the page can still need.
    */
   async function mergedAfter(b: BoardRef, score: number, member: string, limit: number): Promise<{ entries: Entry[]; before: number }> {
-    const keys = unitKeys(b)
-    let ask = Math.max(2, Math.ceil((limit * 4) / keys.length) + 1)
-    let from: (Entry | null)[] = keys.map(() => [score, member])
-    const got: Entry[] = []
-    let before = 0
-    let first = true
-    for (;;) {
-      const replies = await Promise.all(keys.map((k, i) => (from[i] ? probe(k, String(from[i]![0]), from[i]![1], ask, 0, first ? '1' : '0') : null)))
-      let cut: Entry | null = null
-      const next: (Entry | null)[] = keys.map(() => null)
-      replies.forEach((r, i) => {
-        if (!r) return
-        const [above, ties, after] = r
-        const [s, u] = from[i]!
-        if (first) before += Number(above)
-        const mine: Entry[] = []
-        for (const m of ties) {
-          if (m > u) mine.push([s, m])
-          else if (first) before++
-        }
-        mine.push(...pairs(after))
-        got.push(...mine)
-        // A unit that filled its ask may hold more: nothing past its last entry is certain yet.
-        if (after.length / 2 >= ask && mine.length) {
-          const last = mine[mine.length - 1]
-          next[i] = last
-          if (!cut || cmp(last, cut) < 0) cut = last
-        }
-      })
-      first = false
-      got.sort(cmp)
-      const certain = cut ? got.filter((e) => cmp(e, cut!) <= 0) : got
-      if (!cut || certain.length >= limit) return { entries: certain.slice(0, limit), before }
-      // Only units whose last entry lies before the page's end as known can change the page.
-      from = next.map((e) => (e && cmp(e, got[Math.min(limit, got.length) - 1]) <= 0 ? e : null))
-      ask = Math.min(ask * 4, limit + 1)
+    const groups = groupsOf(b)
+    const ask = (g: Group, s: string, u: string, n: number) => runGroup(g, 'p', s, u, n) as Promise<[number, string[]]>
+    if (groups.length === 1) {
+      const [n, flat] = await ask(groups[0], String(score), member, limit)
+      return { entries: pairs(flat), before: Number(n) }
     }
+    const weights = lastTotals.get(b.key) ?? groups.map((g) => g.keys.length)
+    const sum = weights.reduce((a, v) => a + v, 0) || 1
+    const asks = weights.map((w) => (deps.askOne ? 1 : Math.min(limit, Math.ceil((limit * 1.5 * w) / sum) + 2)))
+    const replies = await Promise.all(groups.map((g, i) => ask(g, String(score), member, asks[i])))
+    let before = 0
+    const lists = replies.map(([n, flat]) => {
+      before += Number(n)
+      return pairs(flat)
+    })
+    let all = lists.flat().sort(cmp)
+    const end = all.length >= limit ? all[limit - 1] : null
+    const again: number[] = []
+    lists.forEach((l, i) => {
+      if (l.length >= asks[i] && asks[i] < limit && (!end || cmp(l[l.length - 1], end) < 0)) again.push(i)
+    })
+    if (again.length) {
+      const more = await Promise.all(
+        again.map((i) => {
+          const last = lists[i][lists[i].length - 1]
+          const upTo = all.filter((e) => cmp(e, last) <= 0).length // entries known up to there: the page needs at most limit - upTo more
+          return ask(groups[i], String(last[0]), last[1], limit - upTo)
+        }),
+      )
+      all = all.concat(...more.map(([, flat]) => pairs(flat))).sort(cmp)
+    }
+    return { entries: all.slice(0, limit), before }
   }
 
   /** Where (score, member) stands in the gated board itself: entries strictly before it. */
   async function positionIn(key: string, score: number, member: string): Promise<number> {
-    const [above, ties] = await probe(key, String(score), member, 0, 0, '1')
-    return Number(above) + ties.filter((m) => m < member).length
+    const [above, ties] = await Promise.all([redis.zcount(key, '-inf', `(${score}`), redis.zrange(key, String(score), String(score), 'BYSCORE')])
+    return above + ties.filter((m) => m < member).length
   }
 
   return {
@@ -256,21 +310,16 @@ export function createBoardReader(deps: { redis: Redis; tree: RegionTree; topK: 
       if (us === null || !unit) return { rank: null, flat: [], firstRank: 1 }
       // In the exact first K with her current score, and her neighbours too: read the gated board.
       if (rank !== null && gs === us && rank + around < K) return direct(rank)
+      // Each group: entries before her, and its `around` nearest each side (nearest first).
+      const replies = (await Promise.all(groupsOf(b).map((g) => runGroup(g, 'a', us, user, around)))) as [number, string[], string[]][]
       const score = Number(us)
-      const replies = await Promise.all(unitKeys(b).map((k) => probe(k, us, user, around, around, '1')))
       let before = 0
       const ahead: Entry[] = []
       const behind: Entry[] = []
-      for (const [above, ties, after, bef] of replies) {
-        before += Number(above)
-        for (const m of ties) {
-          if (m < user) {
-            before++
-            ahead.push([score, m])
-          } else if (m > user) behind.push([score, m])
-        }
-        ahead.push(...pairs(bef))
-        behind.push(...pairs(after))
+      for (const [n, a, bh] of replies) {
+        before += Number(n)
+        ahead.push(...pairs(a))
+        behind.push(...pairs(bh))
       }
       ahead.sort(cmp)
       behind.sort(cmp)

@@ -75,8 +75,21 @@ export function scopeTag(s: BoardScope): string {
  */
 export const isGated = (s: BoardScope): boolean => s.kind === 'national' || (s.kind === 'region' && s.code.length <= 4)
 
+/**
+ * The Redis Cluster hash tag of a board: county, city and province boards and own boards carry their
+ * province's (`{43}`), so that one script can read every unit of a province, and the city and
+ * province gated boards above them, on one slot (core/board-group.lua). Town boards carry it too, so
+ * that one script per province writes a batch's boards of that province (aggregator/boards.ts):
+ * a province's board writes land on one node of a cluster. Institution and national boards carry
+ * none: they spread over the slots.
+ */
+export function slotTag(s: BoardScope): string {
+  return s.kind === 'own' || s.kind === 'region' ? `{${s.code.slice(0, 2)}}` : ''
+}
+
+/** `b:s:{43}r430623:d20260615` (complete), `g:p:{43}r4306:a`, `g:s:n:w20260615` (gated), `b:s:{43}r430623110:a` (town). */
 export function boardKey(metric: Metric, scope: BoardScope, periodKey: string): string {
-  return `${isGated(scope) ? 'g' : 'b'}:${METRIC_TAG[metric]}:${scopeTag(scope)}:${periodKey}`
+  return `${isGated(scope) ? 'g' : 'b'}:${METRIC_TAG[metric]}:${slotTag(scope)}${scopeTag(scope)}:${periodKey}`
 }
 
 /** How long a board or a user's period totals are kept in Redis after their period starts. */
