@@ -589,19 +589,18 @@ async function waitScore(api: Api, uid: string, expected: number, ms: number): P
   return false
 }
 
-/** Board entries per roster user: ZCARD of every board key, summed, over the users. */
+/** Board entries per roster user: ZCARD of every board key, summed, over the users (scanned in chunks: millions of keys). */
 async function boardEntriesPerUser(r: Redis, users: number): Promise<number> {
   let cursor = '0'
-  const ks: string[] = []
+  let entries = 0
   do {
     const [next, batch] = await r.scan(cursor, 'COUNT', 5000)
     cursor = next
-    for (const k of batch) if (k.startsWith('b:') || k.startsWith('g:')) ks.push(k)
+    const p = r.pipeline()
+    for (const k of batch) if (k.startsWith('b:') || k.startsWith('g:')) p.zcard(k)
+    for (const [, v] of (await p.exec()) ?? []) entries += Number(v ?? 0)
   } while (cursor !== '0')
-  const p = r.pipeline()
-  for (const k of ks) p.zcard(k)
-  const res = (await p.exec()) ?? []
-  return res.reduce((s, [, v]) => s + Number(v ?? 0), 0) / users
+  return entries / users
 }
 
 function mapRound<T extends Record<string, number>>(o: T, digits = 1): T {
