@@ -128,8 +128,11 @@ export async function startRedis(dataDir: string, port: number, log?: Logger): P
     args: [
       '--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--pidfile', pidFile,
       '--daemonize', 'no', '--protected-mode', 'yes',
-      // Append-only file: a restart finds every write acknowledged before a crash.
-      '--appendonly', 'yes', '--appendfsync', 'everysec', '--save', '',
+      // Append-only file: a restart finds every write acknowledged before a crash. While the file is
+      // rewritten (it grows with the boards: gigabytes at national scale) the per-second fsync would
+      // block writes for seconds; skipping it then risks only what the mark check already covers: a
+      // Redis that comes back without writes is detected and rebuilt or redelivered (README: Rebuild).
+      '--appendonly', 'yes', '--appendfsync', 'everysec', '--no-appendfsync-on-rewrite', 'yes', '--save', '',
       // Keep per-user dedupe buckets in the compact listpack encoding (see README: memory).
       '--hash-max-listpack-entries', '512', '--hash-max-listpack-value', '64',
       '--logfile', '',
