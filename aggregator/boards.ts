@@ -210,16 +210,16 @@ for j = 1, #KEYS do
 end
 return out
 `
-const BOARD_WRITE_SHA = createHash('sha1').update(BOARD_WRITE).digest('hex')
+const boardWriteScript = { lua: BOARD_WRITE, sha: createHash('sha1').update(BOARD_WRITE).digest('hex') }
 
 /** EVALSHA with flat arguments, loading the script once where the server does not know it. */
-async function evalScript(out: Sink, redis: Redis, script: string, keys: string[], args: (string | number)[]): Promise<unknown> {
-  const argv: (string | number)[] = [BOARD_WRITE_SHA, keys.length, ...keys, ...args]
+async function evalScript(out: Sink, redis: Redis, script: { lua: string; sha: string }, keys: string[], args: (string | number)[]): Promise<unknown> {
+  const argv: (string | number)[] = [script.sha, keys.length, ...keys, ...args]
   try {
     return await send(out, 'evalsha', argv)
   } catch (err) {
     if (!String(err).includes('NOSCRIPT')) throw err
-    argv[0] = script
+    argv[0] = script.lua
     return send(redis, 'eval', argv)
   }
 }
@@ -308,7 +308,7 @@ export function createBoardWriter(opts: { topK: number; refreshMs?: number } = {
     }
     for (const t of tagged.values()) {
       ops.push(
-        evalScript(out, redis, BOARD_WRITE, t.keys, t.args).then((r) => {
+        evalScript(out, redis, boardWriteScript, t.keys, t.args).then((r) => {
           ;(r as string[]).forEach((v, i) => (t.refresh[i].score = v === '' ? Infinity : Number(v)))
         }),
       )

@@ -101,18 +101,17 @@ export function defineUserStep(redis: Redis): void {
 export const placeOf = (seq: number, idx = 0) => (idx ? `${seq}.${idx}` : String(seq))
 
 /** The fields of periods a communicator's hash drops on a receive day (see core/keys.ts): below these. */
+// periodRange caches its ranges per day: nothing to keep here.
 function pruneCuts(receivedAt: number): string[] {
   const cut = receivedAt - PRUNE_DAYS * DAY_MS
   return (['day', 'week', 'month', 'year'] as Period[]).map((p) => periodRange(p, cut).key)
 }
-let cutsFor = { day: -1, cuts: [] as string[] }
 
 export function userStepArgs(ev: StreamEvent, seq: number, win: DedupeWindow, campaigns: CampaignArg[] = [], idx = 0): (string | number)[] {
   const ranges = PERIODS.map((p) => periodRange(p, ev.ts))
   const day = compactDay(ev.ts)
   const gen = dedupeGen(ev.received_at, win)
   const today = shanghaiDayNo(ev.received_at)
-  if (cutsFor.day !== today) cutsFor = { day: today, cuts: pruneCuts(ev.received_at) }
   const k: string[] = [keys.user(ev.user_id), keys.dedupe(ev.user_id, gen), keys.dedupe(ev.user_id, gen - 1)]
   for (const c of campaigns) k.push(keys.campaignUser(ev.user_id, c.id))
   const rule = RULES[ev.type]
@@ -135,7 +134,7 @@ export function userStepArgs(ev: StreamEvent, seq: number, win: DedupeWindow, ca
     streakField(day),
     streakField(compactDay(ranges[0].startMs - DAY_MS)),
     String(today),
-    ...cutsFor.cuts,
+    ...pruneCuts(ev.received_at),
     campaigns.length,
     ...campaigns.flatMap((c) => [c.prefix, c.institution, c.pending ? '1' : '0', c.expireAtS]),
   ]

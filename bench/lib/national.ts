@@ -117,23 +117,28 @@ export class Ledger {
   }
 }
 
-/**
- * The national mix. Share-backs: with probability HEAVY_SHARE one of the heavy 1 % (skewed, so the
- * first few pass the 300 cap), otherwise anyone. Other types: anyone.
- */
-export class NationalPlanner {
-  private rand: () => number
-  private seq = 0
-  /** Not used by this workload (every user needs no share-back); kept for the shared body builder. */
-  shareCursor = Infinity
+/** What both event planners share: the roster size, the id tag, a seeded random source, the ledger. */
+export abstract class BasePlanner {
+  protected rand: () => number
+  protected seq = 0
   constructor(
-    private users: number,
-    private tag: string,
+    protected users: number,
+    protected tag: string,
     seed: number,
     public ledger: Ledger,
   ) {
     this.rand = rng(seed)
   }
+  abstract next(): PlannedEvent
+}
+
+/**
+ * The national mix. Share-backs: with probability HEAVY_SHARE one of the heavy 1 % (skewed, so the
+ * first few pass the 300 cap), otherwise anyone. Other types: anyone.
+ */
+export class NationalPlanner extends BasePlanner {
+  /** Not used by this workload (every user needs no share-back); kept for the shared body builder. */
+  shareCursor = Infinity
   private anyone = () => Math.floor(this.rand() * this.users)
   private heavy = () => Math.floor(Math.max(1, this.users * HEAVY_USERS) * this.rand() ** 3)
   next(): PlannedEvent {

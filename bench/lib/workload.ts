@@ -1,7 +1,7 @@
-import type { Ledger, PlannedEvent } from './national.ts'
+import { BasePlanner, type PlannedEvent } from './national.ts'
 import type { Api, Metrics } from './api.ts'
 import type { StreamState, StreamWatch } from './stream.ts'
-import { percentile, progress, rng, sleep } from './util.ts'
+import { percentile, progress, sleep } from './util.ts'
 
 /**
  * The workload: an imported roster of communicators spread over the towns of 华容县 (430623), and
@@ -63,18 +63,8 @@ export interface EventSource {
 export { Ledger } from './national.ts'
 
 /** Plans the event mix. Share-backs cycle through users from `shareCursor`; reads/sign-ins are random. */
-export class Planner {
-  private rand: () => number
+export class Planner extends BasePlanner {
   shareCursor = 0
-  private seq = 0
-  constructor(
-    private users: number,
-    private tag: string,
-    seed: number,
-    public ledger: Ledger,
-  ) {
-    this.rand = rng(seed)
-  }
   next(): PlannedEvent {
     const r = this.rand()
     const i = this.seq++
