@@ -41,6 +41,13 @@ const REASONS: Record<string, string> = {
   uncertified: 'event time is before the communicator was certified',
 }
 
+/**
+ * Text as ClickHouse takes it: a lone UTF-16 surrogate (from a client, or a cut at 2,048 code units)
+ * makes a JSON insert fail, and with it every fact of the batch, redelivered for ever. It becomes U+FFFD.
+ */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g
+const text = (s: string) => s.replace(LONE_SURROGATE, '\uFFFD')
+
 export function eventFact(ev: StreamEvent, seq: number, d: Decision, idx = 0): FactRow {
   return {
     event_id: ev.id,
@@ -63,9 +70,9 @@ export function eventFact(ev: StreamEvent, seq: number, d: Decision, idx = 0): F
     rule_version: RULE_VERSION,
     region_code: d.region_code,
     institution_id: d.institution_id,
-    content_id: ev.content_id,
-    channel: ev.channel,
-    viewer: ev.viewer,
+    content_id: text(ev.content_id),
+    channel: text(ev.channel),
+    viewer: text(ev.viewer),
     raw: '',
   }
 }
@@ -73,20 +80,20 @@ export function eventFact(ev: StreamEvent, seq: number, d: Decision, idx = 0): F
 /** A refused event (or an unreadable stream message) as a fact: the dead-letter record. */
 export function rejectedFact(r: RejectedEvent, seq: number, idx = 0): FactRow {
   return {
-    event_id: r.id,
+    event_id: text(r.id),
     stream_seq: seq,
     stream_idx: idx,
-    type: r.type.slice(0, 32),
-    user_id: r.user_id,
+    type: text(r.type.slice(0, 32)),
+    user_id: text(r.user_id),
     user_ix: 0,
-    app_id: r.app_id,
+    app_id: text(r.app_id),
     ts: chTime(r.received_at),
     client_ts: chTime(r.received_at),
     sent_at: null,
     received_at: chTime(r.received_at),
     day: isoDay(r.received_at),
     decision: 'rejected',
-    reason: `${r.code}: ${r.message}`,
+    reason: text(`${r.code}: ${r.message}`),
     shares: 0,
     points: 0,
     streak: 0,
@@ -96,7 +103,7 @@ export function rejectedFact(r: RejectedEvent, seq: number, idx = 0): FactRow {
     content_id: '',
     channel: '',
     viewer: '',
-    raw: r.raw,
+    raw: text(r.raw),
   }
 }
 

@@ -132,6 +132,19 @@ describe('POST /v1/events — one stream message per request', () => {
     expect(after.map((v, i) => v - before[i])).toEqual(users.map((_, i) => (i === 1 ? 50 : 100)))
   })
 
+  it('stores a refused event whose text holds a lone surrogate beside the good events of its request', async () => {
+    const facts = await s.factCount()
+    const t = Date.now()
+    const body = `{"events":[${JSON.stringify(share(users[8], t, { id: `lone-ok-${t}` }))},{"id":"\\ud83d","type":"share_back","user_id":"${users[8]}","ts":${t},"content_id":"c","channel":"wechat"}]}`
+    const r = await s.call('POST', '/v1/events', { token: key, body, type: 'application/json' })
+    expect(r.json).toMatchObject({ accepted: 1, duplicates: 0 })
+    expect(r.json.rejected).toHaveLength(1)
+    // One message holds both: the bad one must not keep the good one (or itself) out of the facts.
+    await s.waitForFacts(facts + 2)
+    expect(await s.factCount(`event_id = 'lone-ok-${t}' AND decision = 'counted'`)).toBe(1)
+    expect(await s.factCount(`event_id = '\uFFFD' AND decision = 'rejected'`)).toBeGreaterThanOrEqual(1)
+  })
+
   it('answers duplicates inside a request and a resent request as such; any other resend still counts once', async () => {
     const u = users[9]
     const before = await score(u)
