@@ -75,6 +75,45 @@ export interface UserInfo {
   institution_id: string | null
 }
 
+/** How long a board read reuses a communicator's name, region and institution: inside the one-second freshness promise. */
+export const INFO_CACHE_MS = 1000
+
+/**
+ * readInfos for board pages, with each communicator's info reused for up to `ttlMs` (and at most
+ * `max` of them kept, oldest dropped first). A page of 100 otherwise costs 100 HMGETs, which were most
+ * of a top-page read's CPU in this process; names, regions and institutions change by imports and
+ * moves, rarely, and a page then shows the new ones within `ttlMs`. Scores and ranks are never cached.
+ */
+export function createInfoReader(deps: { redis: Redis; ttlMs?: number; max?: number; now?: () => number }) {
+  const ttl = deps.ttlMs ?? INFO_CACHE_MS
+  const max = deps.max ?? 50_000
+  const now = deps.now ?? Date.now
+  const cache = new Map<string, { at: number; info: UserInfo }>()
+  return async function read(ids: string[]): Promise<Map<string, UserInfo>> {
+    const t = now()
+    const out = new Map<string, UserInfo>()
+    const missing: string[] = []
+    for (const id of ids) {
+      const hit = cache.get(id)
+      if (hit && t - hit.at < ttl) out.set(id, hit.info)
+      else missing.push(id)
+    }
+    if (!missing.length) return out
+    const got = await readInfos(deps.redis, missing)
+    for (const [id, info] of got) {
+      cache.delete(id) // re-inserted last: the Map's order is the eviction order
+      cache.set(id, { at: t, info })
+      out.set(id, info)
+    }
+    for (const id of cache.keys()) {
+      if (cache.size <= max) break
+      cache.delete(id)
+    }
+    return out
+  }
+}
+export type InfoReader = ReturnType<typeof createInfoReader>
+
 export async function readInfos(redis: Redis, ids: string[]): Promise<Map<string, UserInfo>> {
   const out = new Map<string, UserInfo>()
   const rows = await Promise.all(ids.map((id) => redis.hmget(keys.user(id), 'n', 'r', 'i')))

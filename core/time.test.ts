@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { compactDay, isoDay, parseDay, parseInstant, periodRange } from './time.ts'
+import { compactDay, isoDay, parseDay, parseInstant, periodRange, shanghaiIso } from './time.ts'
 
 describe('Asia/Shanghai calendar', () => {
   it('puts 16:30 UTC into the next Shanghai day', () => {
@@ -41,3 +41,20 @@ describe('Asia/Shanghai calendar', () => {
     expect(parseDay('2099-12-31')).not.toBeNull()
   })
 })
+
+describe('shanghaiIso', () => {
+  const viaDate = (ms: number) => new Date(ms + 8 * 3600_000).toISOString().replace('Z', '+08:00')
+  it('writes the instant with +08:00', () => {
+    expect(shanghaiIso(Date.parse('2024-02-29T15:59:59.007Z'))).toBe('2024-02-29T23:59:59.007+08:00')
+    expect(shanghaiIso(Date.parse('2024-02-29T16:00:00Z'))).toBe('2024-03-01T00:00:00.000+08:00')
+    expect(shanghaiIso(-8 * 3600_000)).toBe('1970-01-01T00:00:00.000+08:00')
+  })
+  it('agrees with Date on random instants, leap days and the edges of its fast range', () => {
+    let seed = 7
+    const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31)
+    const samples = [-8 * 3600_000 - 1, 0, 951_782_400_000, 4_107_542_400_000, 253_402_300_799_999 - 8 * 3600_000, 253_402_300_800_000, -1e12]
+    for (let i = 0; i < 20_000; i++) samples.push(Math.floor(rnd() * 253_402_300_800_000) - 8 * 3600_000)
+    for (const ms of samples) expect(shanghaiIso(ms)).toBe(viaDate(ms))
+  })
+})
+

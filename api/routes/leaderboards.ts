@@ -1,7 +1,7 @@
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi'
 import type { Redis } from 'ioredis'
 import { badRequest, forbidden, notFound } from '../../core/errors.ts'
-import { readInfos } from '../../core/keys.ts'
+import { createInfoReader, readInfos, type InfoReader } from '../../core/keys.ts'
 import type { RegionTree } from '../../core/regions.ts'
 import { unitScope, unpackScore, type BoardScope, type Metric } from '../../core/scoring.ts'
 import { createBoardReader, encodeCursor, type BoardReader, type BoardRef } from '../../core/board-reads.ts'
@@ -74,10 +74,10 @@ export function displayName(name: string, p: Principal): string {
   return chars.length ? chars[0] + '*'.repeat(Math.max(1, chars.length - 1)) : ''
 }
 
-async function toEntries(redis: Redis, board: Board, flat: string[], firstRank: number, p: Principal) {
+async function toEntries(infoOf: InfoReader, board: Board, flat: string[], firstRank: number, p: Principal) {
   const pairs: [string, number][] = []
   for (let i = 0; i < flat.length; i += 2) pairs.push([flat[i], Number(flat[i + 1])])
-  const infos = await readInfos(redis, pairs.map(([m]) => m))
+  const infos = await infoOf(pairs.map(([m]) => m))
   return pairs.map(([user_id, stored], i) => {
     const { count, reachedAt } = unpackScore(board.range.period, board.range.startMs, stored)
     const info = infos.get(user_id)
@@ -99,6 +99,7 @@ export { decodeCursor, encodeCursor, pageBoard } from '../../core/board-reads.ts
 export function mountLeaderboards(app: OpenAPIHono<AuthEnv>, deps: LeaderboardDeps, opts: { topK: number }) {
   const { redis, tree } = deps
   const reader = createBoardReader({ redis, tree, topK: opts.topK })
+  const infoOf = createInfoReader({ redis })
   const listRoute = createRoute({
     method: 'get',
     path: '/v1/leaderboards',
@@ -131,7 +132,7 @@ export function mountLeaderboards(app: OpenAPIHono<AuthEnv>, deps: LeaderboardDe
     const board = resolveBoard(q, tree, reader)
     mustRead(c.get('principal'), await targetOf(board, deps))
     const [total, { flat, firstRank }] = await Promise.all([reader.total(board.ref), reader.page(board.ref, q.limit, q.after)])
-    const entries = await toEntries(redis, board, flat, firstRank, c.get('principal'))
+    const entries = await toEntries(infoOf, board, flat, firstRank, c.get('principal'))
     const last = entries[entries.length - 1]
     const next = last && last.rank < total && entries.length === q.limit ? encodeCursor(last._stored, last.user_id, board.key) : null
     return c.json({
@@ -174,7 +175,7 @@ export function mountLeaderboards(app: OpenAPIHono<AuthEnv>, deps: LeaderboardDe
     const unit = sc.kind === 'national' || (sc.kind === 'region' && lineage.includes(sc.code)) ? unitScope(lineage.length ? lineage : [info.region_code]) : null
     const [around, total] = await Promise.all([reader.around(board.ref, user_id, unit, q.around), reader.total(board.ref)])
     if (around.rank === null) return c.json({ rank: null, score: 0, total, entries: [] }, 200)
-    const entries = (await toEntries(redis, board, around.flat, around.firstRank, c.get('principal'))).map(({ _stored, ...e }) => e)
+    const entries = (await toEntries(infoOf, board, around.flat, around.firstRank, c.get('principal'))).map(({ _stored, ...e }) => e)
     const me = entries.find((e) => e.user_id === user_id)
     return c.json({ rank: around.rank, score: me?.score ?? 0, total, entries }, 200)
   })
