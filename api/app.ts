@@ -89,7 +89,7 @@ export function createApp(config: Config, deps: Deps & { adminToken: string; agg
     mountInstitutionRankings(app, deps)
     mountTasks(app, deps)
     mountCampaigns(app, { ...deps, jobs: createCampaignJobs({ redis: deps.redis, ch: deps.ch, jsm: deps.jsm, campaigns: deps.campaigns, log, stream: config.nats.stream }) })
-    mountLeaderboards(app, deps, { topK: config.boards.topK })
+    mountLeaderboards(app, deps, { topK: config.boards.topK, pageCacheMs: config.boards.pageCacheMs })
     mountRecognitions(app, deps)
     mountTrend(app, deps)
     mountLive(app, { ...deps, sessions }, { subject: SUBJECT_LIVE(config.nats.stream) })

@@ -25,6 +25,8 @@ const envSchema = z.object({
   AGGREGATOR_BATCH_SIZE: z.coerce.number().int().min(1).max(5000).default(500),
   AGGREGATOR_BATCHES_IN_FLIGHT: z.coerce.number().int().min(1).max(16).default(4),
   BOARD_TOP_K: z.coerce.number().int().min(1).max(10_000).default(1000),
+  // At most the API's freshness promise (a second): a cached page is never older than this.
+  BOARD_PAGE_CACHE_MS: z.coerce.number().int().min(0).max(1000).default(100),
   FACTS_BATCH_SIZE: z.coerce.number().int().positive().default(5000),
   FACTS_FLUSH_MS: z.coerce.number().int().positive().default(250),
   SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().positive().default(9000),
@@ -47,8 +49,11 @@ export interface Config {
   /** Messages per aggregator batch, and batches processed at once (they overlap Redis and this process' work). */
   aggregator: { batchSize: number; inFlight: number }
   facts: { batchSize: number; flushMs: number }
-  /** Entries a gated (city, province, national) board keeps exact: its top K (docs/boards.md). */
-  boards: { topK: number }
+  /**
+   * Entries a gated (city, province, national) board keeps exact: its top K (docs/boards.md); and how
+   * long a rendered board page is reused by the API (0: never), counted from its Redis read.
+   */
+  boards: { topK: number; pageCacheMs: number }
   shutdownTimeoutMs: number
   /** SMS codes: log (development: masked phone, code at debug level), memory (tests), http (a gateway). */
   sms: { sender: 'log' | 'memory' | 'http'; gatewayUrl?: string }
@@ -84,7 +89,7 @@ export function parseConfig(env: Record<string, string | undefined> = process.en
     },
     aggregator: { batchSize: e.AGGREGATOR_BATCH_SIZE, inFlight: e.AGGREGATOR_BATCHES_IN_FLIGHT },
     facts: { batchSize: e.FACTS_BATCH_SIZE, flushMs: e.FACTS_FLUSH_MS },
-    boards: { topK: e.BOARD_TOP_K },
+    boards: { topK: e.BOARD_TOP_K, pageCacheMs: e.BOARD_PAGE_CACHE_MS },
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
     sms: { sender: e.SMS_SENDER, gatewayUrl: e.SMS_GATEWAY_URL },
   }

@@ -67,7 +67,8 @@ export async function startStack(env: Record<string, string> = {}): Promise<Stac
   const log = createLogger(echoFrom < pino.levels.values.info ? process.env.TEST_LOG_LEVEL! : 'info', 'kepu', keep)
   const redisServer = await startRedis(dir, await freePort())
   const natsServer = await startNats(dir, await freePort())
-  const config = parseConfig({ DATA_DIR: dir, PORT: '0', HOST: '127.0.0.1', ADMIN_TOKEN: ADMIN, LOG_LEVEL: 'silent', FACTS_FLUSH_MS: '50', ...env })
+  // Tests read boards right after a flush: the page cache (its own tests) would show them 100 ms late.
+  const config = parseConfig({ DATA_DIR: dir, PORT: '0', HOST: '127.0.0.1', ADMIN_TOKEN: ADMIN, LOG_LEVEL: 'silent', FACTS_FLUSH_MS: '50', BOARD_PAGE_CACHE_MS: '0', ...env })
   let deps = { ...(await connectDeps(config, { redis: redisServer.url, nats: natsServer.url }, log)), adminToken: ADMIN }
   let service = await startService(config, deps)
 

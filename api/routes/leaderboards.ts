@@ -5,6 +5,7 @@ import { createInfoReader, readInfos, type InfoReader } from '../../core/keys.ts
 import type { RegionTree } from '../../core/regions.ts'
 import { unitScope, unpackScore, type BoardScope, type Metric } from '../../core/scoring.ts'
 import { createBoardReader, encodeCursor, type BoardReader, type BoardRef } from '../../core/board-reads.ts'
+import { createPageCache } from '../../core/page-cache.ts'
 import type { UserStore } from '../../core/store/users.ts'
 import { parseDay, periodRange, PERIODS, shanghaiIso, type Period, type PeriodRange } from '../../core/time.ts'
 import type { AuthEnv, Principal } from '../middleware/auth/index.ts'
@@ -67,9 +68,11 @@ function resolveBoard(q: z.infer<typeof BoardQuery>, tree: RegionTree, reader: B
   return { key: ref.key, ref, metric: q.metric, range, region: q.region ?? null, institution: q.institution ?? null }
 }
 
+const seesRealNames = (p: Principal) => p.kind === 'operator' || p.kind === 'official'
+
 /** Real names go to operators and officials in scope; apps and communicators, who may show boards publicly, get them masked (张*). */
 export function displayName(name: string, p: Principal): string {
-  if (p.kind === 'operator' || p.kind === 'official') return name
+  if (seesRealNames(p)) return name
   const chars = [...name]
   return chars.length ? chars[0] + '*'.repeat(Math.max(1, chars.length - 1)) : ''
 }
@@ -96,10 +99,17 @@ async function toEntries(infoOf: InfoReader, board: Board, flat: string[], first
 
 export { decodeCursor, encodeCursor, pageBoard } from '../../core/board-reads.ts'
 
-export function mountLeaderboards(app: OpenAPIHono<AuthEnv>, deps: LeaderboardDeps, opts: { topK: number }) {
+export function mountLeaderboards(app: OpenAPIHono<AuthEnv>, deps: LeaderboardDeps, opts: { topK: number; pageCacheMs: number; now?: () => number }) {
   const { redis, tree } = deps
   const reader = createBoardReader({ redis, tree, topK: opts.topK })
   const infoOf = createInfoReader({ redis })
+  /**
+   * Rendered pages, reused for pageCacheMs after their Redis read (core/page-cache.ts): the top pages
+   * every app shows are read by thousands at once, and rendering one (100 entries) costs this
+   * process far more than sending it. Keyed by everything the body depends on; the scope check runs
+   * on every request before it.
+   */
+  const pages = createPageCache({ ttlMs: opts.pageCacheMs, now: opts.now })
   const listRoute = createRoute({
     method: 'get',
     path: '/v1/leaderboards',
@@ -130,17 +140,22 @@ export function mountLeaderboards(app: OpenAPIHono<AuthEnv>, deps: LeaderboardDe
   app.openapi(listRoute, async (c) => {
     const q = c.req.valid('query')
     const board = resolveBoard(q, tree, reader)
-    mustRead(c.get('principal'), await targetOf(board, deps))
-    const [total, { flat, firstRank }] = await Promise.all([reader.total(board.ref), reader.page(board.ref, q.limit, q.after)])
-    const entries = await toEntries(infoOf, board, flat, firstRank, c.get('principal'))
-    const last = entries[entries.length - 1]
-    const next = last && last.rank < total && entries.length === q.limit ? encodeCursor(last._stored, last.user_id, board.key) : null
-    return c.json({
-      metric: board.metric, region: board.region, institution: board.institution, period: board.range.period,
-      from: board.range.from, to: board.range.to, total,
-      entries: entries.map(({ _stored, ...e }) => e),
-      next,
-    }, 200)
+    const p = c.get('principal')
+    mustRead(p, await targetOf(board, deps))
+    const body = await pages.get(`${board.key} ${q.limit} ${seesRealNames(p) ? 'n' : 'm'} ${q.after ?? ''}`, async () => {
+      const [total, { flat, firstRank }] = await Promise.all([reader.total(board.ref), reader.page(board.ref, q.limit, q.after)])
+      const entries = await toEntries(infoOf, board, flat, firstRank, p)
+      const last = entries[entries.length - 1]
+      const next = last && last.rank < total && entries.length === q.limit ? encodeCursor(last._stored, last.user_id, board.key) : null
+      return JSON.stringify({
+        metric: board.metric, region: board.region, institution: board.institution, period: board.range.period,
+        from: board.range.from, to: board.range.to, total,
+        entries: entries.map(({ _stored, ...e }) => e),
+        next,
+      })
+    })
+    // Already JSON (the bytes c.json would send); the route's typed response cannot say so.
+    return c.body(body, 200, { 'content-type': 'application/json' }) as never
   })
 
   const meRoute = createRoute({
