@@ -20,7 +20,8 @@ export function createMetrics() {
       name: 'http_request_duration_seconds',
       help: 'HTTP request latency',
       labelNames: ['method', 'route', 'status'],
-      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      // Fine below 10 ms: the read guarantees (5 / 10 / 50 / 100 ms p99) are read from these buckets.
+      buckets: [0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       ...reg,
     }),
   }

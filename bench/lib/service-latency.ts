@@ -1,0 +1,68 @@
+/**
+ * Service-side latency of a route from the service's own histogram (http_request_duration_seconds,
+ * timed from the first middleware to the response: no client, no socket queueing). Two /metrics
+ * snapshots around a run; quantiles interpolated inside a bucket, as Prometheus' histogram_quantile.
+ */
+export type Buckets = Map<string, Map<number, number>>
+
+const LINE = /^http_request_duration_seconds_bucket\{([^}]*)\} (\d+(?:\.\d+)?(?:e[+-]?\d+)?)$/
+
+export async function latencySnapshot(base: string): Promise<Buckets> {
+  const text = await (await fetch(`${base}/metrics`)).text()
+  const out: Buckets = new Map()
+  for (const line of text.split('\n')) {
+    const m = LINE.exec(line)
+    if (!m) continue
+    const labels = Object.fromEntries([...m[1].matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]))
+    if (labels.method !== 'GET' || !labels.status?.startsWith('2')) continue
+    const le = labels.le === '+Inf' ? Infinity : Number(labels.le)
+    const byLe = out.get(labels.route) ?? out.set(labels.route, new Map()).get(labels.route)!
+    byLe.set(le, (byLe.get(le) ?? 0) + Number(m[2]))
+  }
+  return out
+}
+
+export interface ServiceLatency {
+  route: string
+  requests: number
+  /** ms; NaN without requests. */
+  p50: number
+  p99: number
+  /** Share of requests answered within 5 ms (an exact bucket bound). */
+  within5ms: number
+}
+
+/** The route that took the most requests between the snapshots (what a one-kind read run hit). */
+export function busiestRoute(before: Buckets, after: Buckets): string {
+  let best = ''
+  let most = -1
+  for (const [route, a] of after) {
+    const n = (a.get(Infinity) ?? 0) - (before.get(route)?.get(Infinity) ?? 0)
+    if (n > most) [best, most] = [route, n]
+  }
+  return best
+}
+
+export function serviceLatency(before: Buckets, after: Buckets, route = busiestRoute(before, after)): ServiceLatency {
+  const a = after.get(route) ?? new Map<number, number>()
+  const b = before.get(route) ?? new Map<number, number>()
+  const les = [...a.keys()].sort((x, y) => x - y)
+  const cum = les.map((le) => (a.get(le) ?? 0) - (b.get(le) ?? 0))
+  const n = cum.length ? cum[cum.length - 1] : 0
+  const q = (p: number) => {
+    if (!n) return NaN
+    const rank = p * n
+    for (let i = 0; i < les.length; i++) {
+      if (cum[i] < rank) continue
+      const lo = i ? les[i - 1] : 0
+      const hi = les[i]
+      if (hi === Infinity) return lo * 1000 // beyond the last bound: its lower edge
+      const below = i ? cum[i - 1] : 0
+      const inside = cum[i] - below
+      return 1000 * (lo + (hi - lo) * (inside ? (rank - below) / inside : 1))
+    }
+    return NaN
+  }
+  const i5 = les.indexOf(0.005)
+  return { route, requests: n, p50: Math.round(q(0.5) * 100) / 100, p99: Math.round(q(0.99) * 100) / 100, within5ms: n && i5 >= 0 ? Math.round((1000 * cum[i5]) / n) / 1000 : NaN }
+}
