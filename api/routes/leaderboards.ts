@@ -99,7 +99,7 @@ async function toEntries(infoOf: InfoReader, board: Board, flat: string[], first
 
 export { decodeCursor, encodeCursor, pageBoard } from '../../core/board-reads.ts'
 
-export function mountLeaderboards(app: OpenAPIHono<AuthEnv>, deps: LeaderboardDeps, opts: { topK: number; pageCacheMs: number; now?: () => number }) {
+export function mountLeaderboards(app: OpenAPIHono<AuthEnv>, deps: LeaderboardDeps, opts: { topK: number; pageCacheMs: number }) {
   const { redis, tree } = deps
   const reader = createBoardReader({ redis, tree, topK: opts.topK })
   const infoOf = createInfoReader({ redis })
@@ -109,7 +109,7 @@ export function mountLeaderboards(app: OpenAPIHono<AuthEnv>, deps: LeaderboardDe
    * process far more than sending it. Keyed by everything the body depends on; the scope check runs
    * on every request before it.
    */
-  const pages = createPageCache({ ttlMs: opts.pageCacheMs, now: opts.now })
+  const pages = createPageCache({ ttlMs: opts.pageCacheMs })
   const listRoute = createRoute({
     method: 'get',
     path: '/v1/leaderboards',
