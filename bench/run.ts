@@ -3,7 +3,8 @@
  *
  * Starts the service as a deployment would (`tsx main.ts`, embedded redis-server, nats-server and
  * chDB, fresh temp DATA_DIR, free loopback ports), loads a roster of communicators, and measures:
- *   1. ingest throughput (202-answered events/s, batches of 500, several concurrent senders)
+ *   0. ingest alone: a ROLE=ingest process of its own, nothing consuming (202-answered events/s, CPU per event)
+ *   1. ingest throughput while counting runs (202-answered events/s, batches of 500, several concurrent senders)
  *   2. end-to-end throughput (first send → last event counted in Redis and its fact in ClickHouse)
  *   3. freshness p50/p99 (202 → visible on the leaderboard) under a steady background load
  *   4. leaderboard read latency (top-100, around-me) with USERS communicators on the board
@@ -28,6 +29,7 @@ import { runCeiling } from './lib/ceiling.ts'
 import { CpuMeter, MemorySampler } from './lib/proc.ts'
 import { boardMemory, commandStats, commandStatsPerEvent, dedupeMemory, infoKeys, infoMemory, userStateMemory } from './lib/redis-memory.ts'
 import { latencySnapshot, serviceLatency } from './lib/service-latency.ts'
+import { ingestAlone } from './lib/ingest-alone.ts'
 import { NATIONAL_MIX, nationalRoster, NationalPlanner, planReads, writeHistory } from './lib/national.ts'
 import { startService, type RunningService } from './lib/service.ts'
 import { StreamWatch } from './lib/stream.ts'
@@ -43,6 +45,8 @@ const opt = parseOptions({
   users: 0, // communicators imported (0: 1,000,000 national, 100,000 county)
   batch: 500, // events per POST /v1/events in the ingest run
   senders: 8, // concurrent HTTP senders in the ingest run
+  aloneEvents: 200_000, // events of the ingest-alone stage (0: skip it)
+  onlyIngest: false, // run the ingest-alone stage only (no import, no counting): for working on ingest
   e2eTimeout: 130, // seconds the end-to-end run may take before it is reported as incomplete (the rest is purged)
   probes: 120, // freshness probes (≥ 100)
   probeLanes: 2, // probes in flight at once (one probe user each)
@@ -125,6 +129,22 @@ async function main() {
   const api = new Api(svc.base, svc.adminToken)
   await api.createApp('bench')
   stream = await StreamWatch.open(`nats://127.0.0.1:${svc.env.LOCAL_NATS_PORT}`, config.nats.stream)
+
+  // ---- ingest alone --------------------------------------------------------------------------
+  if (opt.aloneEvents > 0 || opt.onlyIngest) {
+    const n = opt.aloneEvents || 200_000
+    const scratch = new Ledger(opt.users)
+    const gen = NATIONAL ? new NationalPlanner(opt.users, 'al' + Date.now().toString(36), opt.seed + 11, scratch) : new Planner(opt.users, 'al' + Date.now().toString(36), opt.seed + 11, scratch)
+    const aloneBodies = buildBodies(gen, n, 0, opt.batch)
+    progress('ingest-alone', `a ROLE=ingest process on this Redis and NATS, publishing to a stream nobody reads: ${fmtInt(n)} events, ${opt.senders} senders × ${opt.batch}`)
+    report.ingest_alone = await ingestAlone(svc, { appKey: api.appKey, bodies: aloneBodies, senders: opt.senders, batch: opt.batch, logLevel: opt.logLevel, profileDir: opt.profile || undefined })
+    const a = report.ingest_alone
+    progress('ingest-alone', `${fmtInt(a.accepted)} accepted in ${a.seconds} s = ${fmtInt(a.events_per_s)} events/s; CPU per event ingest ${a.ingest_cpu_us_per_event} µs + nats ${a.nats_cpu_us_per_event} µs (cores ${JSON.stringify(a.cores)})`)
+    if (opt.onlyIngest) {
+      finished = true
+      return
+    }
+  }
 
   // ---- import --------------------------------------------------------------------------------
   progress('import', roster ? `importing ${fmtInt(opt.users)} communicators over ${fmtInt(new Set(roster.town).size)} towns of every province (chunks of 10,000)` : `importing ${fmtInt(opt.users)} communicators over ${TOWNS.length} towns of ${COUNTY} (chunks of 10,000)`)
@@ -665,8 +685,14 @@ function printReport(r: Record<string, any>) {
   // cores 10,000 events/s (the spine issue's target) would need for them, before any other work.
   const boardsAlone = (zaddUs: number) => `≤ ${fmtInt(round(1e6 / zaddUs, 0))} events/s on a whole Redis core for the board writes alone; 10,000 events/s would need ${round(zaddUs / 100, 2)} Redis cores for them`
 
+  if (r.ingest_alone) {
+    const a = r.ingest_alone
+    sec('0. Ingest alone (a ROLE=ingest process, POST /v1/events → 202, JetStream-acked, nothing counting)')
+    row('ingest-alone throughput', `${fmtInt(a.events_per_s)} events/s`, `${fmtInt(a.accepted)} events, ${a.senders} senders × batches of ${a.batch}, ${a.seconds} s; POST p50 / p99 ${a.post_latency_ms.p50} / ${a.post_latency_ms.p99} ms`)
+    row('CPU per event (ingest alone)', `${a.ingest_cpu_us_per_event} + ${a.nats_cpu_us_per_event} µs`, `ingest process + nats-server; cores: ${Object.entries(a.cores as Record<string, number>).map(([k, v]) => `${k} ${Math.round(v * 100)}%`).join(', ')}`)
+  }
   if (r.ingest) {
-    sec('1. Ingest (POST /v1/events → 202, JetStream-acked)')
+    sec('1. Ingest while counting runs (POST /v1/events → 202, JetStream-acked)')
     row('ingest throughput', `${fmtInt(r.ingest.events_per_s)} events/s`, `${fmtInt(r.ingest.accepted)} events, ${r.ingest.senders} senders × batches of ${r.ingest.batch}, ${r.ingest.seconds} s`)
     row('POST latency p50 / p99', `${r.ingest.post_latency_ms.p50} / ${r.ingest.post_latency_ms.p99} ms`, `per ${r.ingest.batch}-event request; retries ${r.ingest.retries}, rejected ${r.ingest.rejected}`)
     row('CPU while ingesting', '', cpuStr(r.cpu_cores_used?.ingest))
@@ -757,6 +783,7 @@ function printReport(r: Record<string, any>) {
   sec("Beside today's (issue 11's table: 3473202, county workload, 100,000 communicators)")
   const was = (k: string, now: string, then: string) => row(k, now, `was ${then}`)
   if (r.e2e) was('end to end', `${fmtInt(r.e2e.events_per_s)} events/s`, '2,654 events/s (target ≥ 8,000 national)')
+  if (r.ingest_alone) was('ingest alone', `${fmtInt(r.ingest_alone.events_per_s)} events/s`, '5,650 events/s while counting ran (target ≥ 30,000 with nothing else running)')
   if (r.ingest) was('ingest while counting runs', `${fmtInt(r.ingest.events_per_s)} events/s`, '5,650 events/s (target ≥ 30,000 with nothing else running)')
   if (r.e2e) was('box CPU / event (service + redis + nats)', `${r.e2e.box_cpu_us_per_event} µs`, '243 + 284 µs + nats (target ≤ 200 µs)')
   if (r.ceiling) was('ceiling; e2e ÷ ceiling', `${fmtInt(r.ceiling.eventsPerSec)} events/s; ${r.ceiling.e2e_over_ceiling}`, '4,137 events/s; 0.64 (target ≥ 0.8)')

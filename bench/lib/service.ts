@@ -51,8 +51,12 @@ export async function freePort(): Promise<number> {
   })
 }
 
-/** Starts the service; with `reuse` (the env of an earlier run) on the same data dir and ports. */
-export async function startService(opts: { logLevel: string; extraEnv?: Record<string, string>; readyTimeoutMs?: number; reuse?: Record<string, string>; profileDir?: string }): Promise<RunningService> {
+/**
+ * Starts the service; with `reuse` (the env of an earlier run) on the same data dir and ports.
+ * `engines: false` when it runs on another service's Redis and NATS (REDIS_URL / NATS_URL in
+ * extraEnv): then it starts no redis-server or nats-server of its own to look for.
+ */
+export async function startService(opts: { logLevel: string; extraEnv?: Record<string, string>; readyTimeoutMs?: number; reuse?: Record<string, string>; profileDir?: string; engines?: boolean }): Promise<RunningService> {
   const root = resolve(new URL('../..', import.meta.url).pathname)
   let env: Record<string, string>
   if (opts.reuse) env = { ...opts.reuse }
@@ -136,7 +140,9 @@ export async function startService(opts: { logLevel: string; extraEnv?: Record<s
 
   // Find the real processes: tsx's node child (runs main.ts) and its redis-server / nats-server.
   let pids = { wrapper: wrapper.pid!, service: 0, redis: 0, nats: 0 }
-  for (let i = 0; i < 50 && (!pids.service || !pids.redis || !pids.nats); i++) {
+  const engines = opts.engines ?? true
+  const found = () => !!pids.service && (!engines || (!!pids.redis && !!pids.nats))
+  for (let i = 0; i < 50 && !found(); i++) {
     const tree = descendants(wrapper.pid!)
     const node = tree.find((p) => p.comm.startsWith('node') && /main\.ts/.test(p.cmdline))
     pids = {
@@ -145,7 +151,7 @@ export async function startService(opts: { logLevel: string; extraEnv?: Record<s
       redis: tree.find((p) => p.comm.startsWith('redis-server'))?.pid ?? 0,
       nats: tree.find((p) => p.comm.startsWith('nats-server'))?.pid ?? 0,
     }
-    if (!pids.service || !pids.redis || !pids.nats) await sleep(100)
+    if (!found()) await sleep(100)
   }
   if (!pids.service) pids.service = wrapper.pid! // tsx ran it in-process (older tsx): the wrapper is the service
 
