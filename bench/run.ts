@@ -46,7 +46,7 @@ const opt = parseOptions({
   batch: 500, // events per POST /v1/events in the ingest run
   senders: 8, // concurrent HTTP senders in the ingest run
   aloneEvents: 200_000, // events of the ingest-alone stage (0: skip it)
-  onlyIngest: false, // run the ingest-alone stage only (no import, no counting): for working on ingest
+  stopAfter: '', // ingest-alone or e2e: end the run (and report) after that stage, for working on one tier
   e2eTimeout: 130, // seconds the end-to-end run may take before it is reported as incomplete (the rest is purged)
   probes: 120, // freshness probes (≥ 100)
   probeLanes: 2, // probes in flight at once (one probe user each)
@@ -81,6 +81,10 @@ if (opt.workload !== 'national' && opt.workload !== 'county') {
   process.exit(2)
 }
 const NATIONAL = opt.workload === 'national'
+if (opt.stopAfter && opt.stopAfter !== 'ingest-alone' && opt.stopAfter !== 'e2e') {
+  process.stderr.write(`bench: --stop-after must be ingest-alone or e2e, not ${opt.stopAfter}\n`)
+  process.exit(2)
+}
 if (!opt.users) opt.users = NATIONAL ? 1_000_000 : 100_000
 const JSON_TAG = 'BENCH_RESULT'
 
@@ -131,7 +135,7 @@ async function main() {
   stream = await StreamWatch.open(`nats://127.0.0.1:${svc.env.LOCAL_NATS_PORT}`, config.nats.stream)
 
   // ---- ingest alone --------------------------------------------------------------------------
-  if (opt.aloneEvents > 0 || opt.onlyIngest) {
+  if (opt.aloneEvents > 0 || opt.stopAfter === 'ingest-alone') {
     const n = opt.aloneEvents || 200_000
     const scratch = new Ledger(opt.users)
     const gen = NATIONAL ? new NationalPlanner(opt.users, 'al' + Date.now().toString(36), opt.seed + 11, scratch) : new Planner(opt.users, 'al' + Date.now().toString(36), opt.seed + 11, scratch)
@@ -140,10 +144,7 @@ async function main() {
     report.ingest_alone = await ingestAlone(svc, { appKey: api.appKey, bodies: aloneBodies, senders: opt.senders, batch: opt.batch, logLevel: opt.logLevel, profileDir: opt.profile || undefined })
     const a = report.ingest_alone
     progress('ingest-alone', `${fmtInt(a.accepted)} accepted in ${a.seconds} s = ${fmtInt(a.events_per_s)} events/s; CPU per event ingest ${a.ingest_cpu_us_per_event} µs + nats ${a.nats_cpu_us_per_event} µs (cores ${JSON.stringify(a.cores)})`)
-    if (opt.onlyIngest) {
-      finished = true
-      return
-    }
+    if (opt.stopAfter === 'ingest-alone') return void (finished = true)
   }
 
   // ---- import --------------------------------------------------------------------------------
@@ -333,6 +334,8 @@ async function main() {
   report.redis_after_e2e.used_memory_all = mem1.used_memory - memBase.used_memory
   report.redis_after_e2e.communicators_with_state = roster ? opt.users : activeToday
   report.redis_after_e2e.bytes_per_communicator_all_state = round((mem1.used_memory - memBase.used_memory) / Math.max(1, report.redis_after_e2e.communicators_with_state), 0)
+
+  if (opt.stopAfter === 'e2e') return void (finished = true)
 
   // ---- freshness under a steady load ---------------------------------------------------------
   if (!done.ok) {
