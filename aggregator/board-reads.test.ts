@@ -13,7 +13,7 @@ import { boardKey, packScore, RULES, unitScope, type BoardScope, type Metric } f
 import { periodRange, PERIODS, type Period } from '../core/time.ts'
 import { freePort } from '../test/stack.ts'
 import { createBoardKeys, createBoardWriter, groupByBoard, boardWrites, type BoardWrite } from './boards.ts'
-import { applyUserStep, dedupeWindow, defineUserStep } from './user-step.ts'
+import { applyUserStep, dedupeWindow } from './user-step.ts'
 
 /**
  * The board design against a brute-force recount, on real Redis: random share-backs and reads
@@ -50,7 +50,6 @@ beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'kepu-board-reads-'))
   server = await startRedis(dir, await freePort())
   redis = createRedis(server.url)
-  defineUserStep(redis)
 })
 afterAll(async () => {
   await redis?.quit().catch(() => {})

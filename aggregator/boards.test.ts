@@ -140,4 +140,17 @@ describe('groupByBoard', () => {
     expect(zadds(after) - zadds(before)).toBe(new Set(ws.map((w) => w.key)).size)
     for (const u of users) expect(await redis.zscore('g:s:n:a', u)).not.toBeNull()
   })
+
+  it('a gated board, once its K-th score is known, takes no write that cannot reach its top K', async () => {
+    // A city board (tagged, written by the province's script) and the national one (its own ZADD).
+    for (const [key, period] of [['g:s:{43}r4399:a', 'all'], ['g:s:n:w19990104', 'week']] as const) {
+      const write = createBoardWriter({ topK: 3 })
+      const at = (member: string, score: number): BoardWrite => ({ key, score, member, period })
+      await write(redis, [at('k1', -50), at('k2', -40), at('k3', -30), at('k4', -20)])
+      expect(await redis.zrange(key, '0', '-1'), key).toEqual(['k1', 'k2', 'k3']) // trimmed to K
+      // Worse than the K-th (-30): skipped, though its refresh is not due yet; better: written.
+      await write(redis, [at('k5', -25), at('k6', -45)])
+      expect(await redis.zrange(key, '0', '-1'), key).toEqual(['k1', 'k6', 'k2', 'k3'])
+    }
+  })
 })

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto'
-import { Command, type Redis } from 'ioredis'
+import type { Redis } from 'ioredis'
+import { evalFlat, isCluster, sendFlat, type Sink } from '../core/clients/redis.ts'
 import type { RegionTree } from '../core/regions.ts'
 import { keys } from '../core/keys.ts'
 import { boardKey, DEFAULT_TOP_K, METRICS, packCampaignScore, PERIOD_TTL_S, packScore, type BoardScope, type Metric } from '../core/scoring.ts'
@@ -150,27 +151,6 @@ export function groupByBoard(ws: Iterable<BoardWrite>): BoardGroups {
 
 /** Members per ZADD command: bounds the size of one command (and Redis' time inside it). */
 const MEMBERS_PER_ZADD = 1000
-
-/**
- * A command built from arguments that are already flat. ioredis's Command copies its arguments with
- * `Array.prototype.flat()`, which V8 runs at ≈ 0.2 µs per element: ≈ 400 µs for a 1,000-member ZADD
- * (the ceiling's client spent 35–40 µs less CPU per event without it). Sent with `sendCommand`, which writes it at once
- * (a standalone Redis or a Cluster alike), so the commands of a batch reach Redis in the order sent.
- */
-class FlatCommand extends Command {
-  constructor(name: string, args: (string | number)[]) {
-    super(name)
-    this.args = args
-    this.stringifyArguments() // what the constructor does after flattening (numbers to strings)
-  }
-}
-type Sink = Pick<Redis, 'sendCommand'>
-function send(redis: Sink, name: string, args: (string | number)[]): Promise<unknown> {
-  const c = new FlatCommand(name, args)
-  redis.sendCommand(c)
-  return c.promise
-}
-
 /** The hash tag of a key ({…}: what Redis Cluster hashes), or null. */
 function hashTag(key: string): string | null {
   const i = key.indexOf('{')
@@ -212,18 +192,6 @@ return out
 `
 const boardWriteScript = { lua: BOARD_WRITE, sha: createHash('sha1').update(BOARD_WRITE).digest('hex') }
 
-/** EVALSHA with flat arguments, loading the script once where the server does not know it. */
-async function evalScript(out: Sink, redis: Redis, script: { lua: string; sha: string }, keys: string[], args: (string | number)[]): Promise<unknown> {
-  const argv: (string | number)[] = [script.sha, keys.length, ...keys, ...args]
-  try {
-    return await send(out, 'evalsha', argv)
-  } catch (err) {
-    if (!String(err).includes('NOSCRIPT')) throw err
-    argv[0] = script.lua
-    return send(redis, 'eval', argv)
-  }
-}
-
 /** How often a gated board's K-th score is read again, and the board trimmed to K. */
 const THRESHOLD_REFRESH_MS = 1000
 
@@ -254,7 +222,7 @@ export function createBoardWriter(opts: { topK: number; refreshMs?: number } = {
     // One socket write for the batch's commands (each sent on its own costs a write call and a
     // string copy: most of this process' time at thousands of boards per batch). A Cluster's
     // pipeline must stay in one slot, so there each command goes on its own.
-    const pipe = (redis as { isCluster?: boolean }).isCluster ? null : redis.pipeline()
+    const pipe = isCluster(redis) ? null : redis.pipeline()
     const out: Sink = (pipe as unknown as Sink | null) ?? redis
     /** Writes of boards that share a hash tag (a province's), sent as one script per tag. */
     const tagged = new Map<string, { keys: string[]; args: (string | number)[]; refresh: { score: number; at: number }[] }>()
@@ -292,15 +260,15 @@ export function createBoardWriter(opts: { topK: number; refreshMs?: number } = {
         if (refresh) t.refresh.push(refresh)
         continue
       }
-      for (let i = 0; i < pairs.length; i += 2 * MEMBERS_PER_ZADD) ops.push(send(out, 'zadd', [key, 'LT', ...pairs.slice(i, i + 2 * MEMBERS_PER_ZADD)]))
+      for (let i = 0; i < pairs.length; i += 2 * MEMBERS_PER_ZADD) ops.push(sendFlat(out, 'zadd', [key, 'LT', ...pairs.slice(i, i + 2 * MEMBERS_PER_ZADD)]))
       // After the ZADD that creates the key, on the same path (EXPIRE NX on no key does nothing).
-      if (expire) ops.push(ttl ? send(out, 'expire', [key, ttl, 'NX']) : send(out, 'expireat', [key, g.expireAtS!, 'NX']))
+      if (expire) ops.push(ttl ? sendFlat(out, 'expire', [key, ttl, 'NX']) : sendFlat(out, 'expireat', [key, g.expireAtS!, 'NX']))
       if (refresh) {
         const entry = refresh
         // After this batch's ZADD on the same connection: what lies past rank K now can never come back.
-        ops.push(send(out, 'zremrangebyrank', [key, K, -1]))
+        ops.push(sendFlat(out, 'zremrangebyrank', [key, K, -1]))
         ops.push(
-          (send(out, 'zrange', [key, K - 1, K - 1, 'WITHSCORES']) as Promise<string[]>).then((r) => {
+          (sendFlat(out, 'zrange', [key, K - 1, K - 1, 'WITHSCORES']) as Promise<string[]>).then((r) => {
             entry.score = r.length ? Number(r[1]) : Infinity
           }),
         )
@@ -308,7 +276,7 @@ export function createBoardWriter(opts: { topK: number; refreshMs?: number } = {
     }
     for (const t of tagged.values()) {
       ops.push(
-        evalScript(out, redis, boardWriteScript, t.keys, t.args).then((r) => {
+        evalFlat(out, boardWriteScript, t.keys, t.args, redis).then((r) => {
           ;(r as string[]).forEach((v, i) => (t.refresh[i].score = v === '' ? Infinity : Number(v)))
         }),
       )

@@ -18,7 +18,7 @@ import type { CampaignStore } from '../core/store/campaigns.ts'
 import { eventFact, insertFacts, rejectedFact, type FactRow } from './facts.ts'
 import { rebuildRedis, redisIsStale } from './rebuild.ts'
 import { advanceMark, createSeqMark, redisRunId } from './seq-mark.ts'
-import { applyUserStep, dedupeWindow, defineUserStep } from './user-step.ts'
+import { applyUserSteps, dedupeWindow, type CampaignArg, type StepInput } from './user-step.ts'
 
 export interface AggregatorDeps {
   redis: Redis
@@ -81,9 +81,7 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
   let lanes: Redis[] = []
   const openLanes = () => {
     lanes = Array.from({ length: BATCHES_IN_FLIGHT }, () => {
-      const conn = redis.duplicate()
-      defineUserStep(conn)
-      return conn
+      return redis.duplicate()
     })
   }
   const closeLanes = async () => {
@@ -131,17 +129,27 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
     return [{ kind: 'rejected', id: '', user_id: '', type: '', code: 'bad_message', message: 'unreadable stream message', received_at: Date.now(), app_id: '', raw: new TextDecoder().decode(m.data).slice(0, 2048) }]
   }
 
-  /** The chain for one event: per-user step → its board writes (into the batch's groups) and fact row. Its place: (seq, idx). */
-  async function handle(msg: StreamItem, seq: number, idx: number, boards: BoardGroups, conn: Redis): Promise<{ fact: FactRow; pendingLive: string[] }> {
-    if (msg.kind === 'rejected') return { fact: rejectedFact(msg, seq, idx), pendingLive: [] }
-    const candidates = feed.candidates(msg)
-    const d = await applyUserStep(conn, msg, seq, win, candidates, idx)
-    metrics.decisions.inc({ type: msg.type, decision: d.decision })
-    if (d.decision === 'duplicate') metrics.eventsDuplicate.inc({ stage: 'aggregator' })
-    // Campaigns still backfilling that this event was fed to live (the backfill skips such events).
-    const pendingLive = d.status === 'new' ? d.campaigns.filter((c) => candidates.find((x) => x.id === c.id)?.pending).map((c) => c.id) : []
-    addBoardWrites(boards, boardKeys, msg.user_id, d, feed.get)
-    return { fact: eventFact(msg, seq, d, idx), pendingLive }
+  /**
+   * The chain for a batch's items: the per-user steps of its events (a few script calls, in order),
+   * then per event its decision's metrics, board writes (into the batch's groups) and fact row; a
+   * dead letter becomes its fact row. Rows in item order; an item's place is (seq, idx).
+   */
+  async function handleAll(items: { item: StreamItem; seq: number; idx: number }[], boards: BoardGroups, conn: Redis): Promise<{ fact: FactRow; pendingLive: string[] }[]> {
+    const steps: (StepInput & { campaigns: CampaignArg[] })[] = []
+    for (const { item, seq, idx } of items) if (item.kind !== 'rejected') steps.push({ ev: item, seq, idx, campaigns: feed.candidates(item) })
+    const decisions = await applyUserSteps(conn, steps, win)
+    let k = 0
+    return items.map(({ item, seq, idx }) => {
+      if (item.kind === 'rejected') return { fact: rejectedFact(item, seq, idx), pendingLive: [] }
+      const candidates = steps[k].campaigns
+      const d = decisions[k++]
+      metrics.decisions.inc({ type: item.type, decision: d.decision })
+      if (d.decision === 'duplicate') metrics.eventsDuplicate.inc({ stage: 'aggregator' })
+      // Campaigns still backfilling that this event was fed to live (the backfill skips such events).
+      const pendingLive = d.status === 'new' ? d.campaigns.filter((c) => candidates.find((x) => x.id === c.id)?.pending).map((c) => c.id) : []
+      addBoardWrites(boards, boardKeys, item.user_id, d, feed.get)
+      return { fact: eventFact(item, seq, d, idx), pendingLive }
+    })
   }
 
   /** m:seq in batch order (see createSeqMark); each batch is numbered when it starts. */
@@ -172,10 +180,10 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
       // After the pull, before any step: campaigns stored before these messages were published are known.
       await feed.refresh()
       const boards: BoardGroups = new Map()
-      const work: Promise<{ fact: FactRow; pendingLive: string[] }>[] = []
-      for (const p of pulled) p.items.forEach((item, idx) => work.push(handle(item, p.m.seq, idx, boards, conn)))
-      metrics.batchSize.observe(work.length)
-      const handled = await Promise.all(work)
+      const items: { item: StreamItem; seq: number; idx: number }[] = []
+      for (const p of pulled) p.items.forEach((item, idx) => items.push({ item, seq: p.m.seq, idx }))
+      metrics.batchSize.observe(items.length)
+      const handled = await handleAll(items, boards, conn)
       rows = handled.map((h) => h.fact)
       const live = new Map<string, Set<string>>()
       handled.forEach((h, i) => h.pendingLive.forEach((id) => (live.get(id) ?? live.set(id, new Set()).get(id)!).add(rows[i].user_id)))

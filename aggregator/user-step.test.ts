@@ -5,7 +5,7 @@ import type { EventType, StreamEvent } from '../core/events.ts'
 import { counterField, keys, streakField } from '../core/keys.ts'
 import { compactDay, DAY_MS, PERIODS, periodRange } from '../core/time.ts'
 import { startStepRedis, type StepRedis } from '../test/redis.ts'
-import { applyUserStep, dedupeExpireAt, dedupeGen, dedupeWindow, shanghaiDayNo, userStepArgs } from './user-step.ts'
+import { applyUserStep, applyUserSteps, dedupeExpireAt, dedupeGen, dedupeWindow, fingerprintHex, sendUserSteps, shanghaiDayNo, userStepsCall } from './user-step.ts'
 
 let r: StepRedis
 let redis: Redis
@@ -13,7 +13,7 @@ const win = dedupeWindow(72 * 3600_000, 600_000)
 const now = Date.now()
 
 beforeAll(async () => {
-  r = await startStepRedis('user-step', [{ id: 'T1' }, { id: 'T2' }, { id: 'F1' }])
+  r = await startStepRedis('user-step', [{ id: 'T1' }, { id: 'T2' }, { id: 'F1' }, { id: 'S1' }, { id: 'S2' }, { id: 'M1' }, { id: 'M2' }])
   redis = r.redis
 })
 afterAll(async () => r?.stop())
@@ -87,18 +87,42 @@ describe('the per-user step', () => {
 
   it('stores the fingerprint sent as hex as its 8 bytes, for every byte value', async () => {
     const e = ev('F1', 'read', now - 1000)
-    const args = userStepArgs(e, 300, win)
-    const at = args.indexOf(args.find((a, i) => i > Number(args[0]) && typeof a === 'string' && /^[0-9a-f]{16}$/.test(a))!)
-    expect(at).toBe(Number(args[0]) + 1) // ARGV[1]: right after numkeys and the keys
+    const call = userStepsCall([{ ev: e, seq: 300 }], win)
+    const at = call.args.indexOf(fingerprintHex(e.id))
+    expect(at).toBeGreaterThan(3)
     const hexes = ['0000000000000000', 'ffffffffffffffff', '00000000ffffffff', 'ffffffff00000000', '80000000000000ff', '0123456789abcdef', 'fedcba9876543210']
     let seq = 400
     for (const hex of hexes) {
-      const a = [...args]
-      a[at] = hex
-      a[at + 1] = String(seq++)
-      await redis.userStep(...a)
+      const args = [...call.args]
+      args[at] = hex
+      args[at + 1] = String(seq++)
+      await sendUserSteps(redis, { keys: call.keys, args })
       expect(await redis.hexists(keys.dedupe('F1', dedupeGen(now, win)), Buffer.from(hex, 'hex')), hex).toBe(1)
     }
     expect(await redis.hlen(keys.dedupe('F1', dedupeGen(now, win)))).toBeGreaterThanOrEqual(hexes.length)
+  })
+
+  it('decides a run of events in one call exactly as one call each, in the order given', async () => {
+    // The same events for two pairs of communicators: S* one call per event, M* all in one call.
+    // Repeats of a user, a resend (dup), a redelivery at the same place (repeat), caps, sign-in
+    // streaks across days and late events, in one run.
+    const types: EventType[] = ['share_back', 'read', 'signin', 'share_view', 'login']
+    const base = Array.from({ length: 60 }, (_, i) => ({ u: i % 3 ? '1' : '2', type: types[i % 5], ts: now - ((i * 7919) % 3) * DAY_MS - i * 1000, id: `id${i}`, place: 900 + i }))
+    const resent = (i: number) => ({ ...base[i], place: 2000 + i }) // the same event under a new place: dup
+    const redelivered = (i: number) => base[i] // the same event at the same place: repeat
+    const plan = [...base.slice(0, 30), ...[0, 1, 2, 3, 4].map(resent), ...[5, 6, 7, 8, 9].map(redelivered), ...base.slice(30), ...[35, 36, 37].map(redelivered)]
+    const events = (who: string) => plan.map((p) => ({ ...ev(who + p.u, p.type, p.ts), id: p.id }))
+    const places = plan.map((p) => p.place)
+    const single: unknown[] = []
+    for (const [i, e] of events('S').entries()) single.push(await applyUserStep(redis, e, places[i], win))
+    const batched = await applyUserSteps(redis, events('M').map((e, i) => ({ ev: e, seq: places[i] })), win)
+    expect(batched).toEqual(single)
+    expect(new Set(batched.map((d) => d.status))).toEqual(new Set(['new', 'dup', 'repeat']))
+    expect(batched.some((d) => d.decision === 'capped')).toBe(true)
+    for (const u of ['1', '2']) {
+      const { n: _n, ...s } = await redis.hgetall(keys.user('S' + u))
+      const { n: _m, ...m } = await redis.hgetall(keys.user('M' + u))
+      expect(m).toEqual(s)
+    }
   })
 })

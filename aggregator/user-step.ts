@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import type { Redis, Result } from 'ioredis'
+import calculateSlot from 'cluster-key-slot'
+import type { Redis } from 'ioredis'
+import { evalFlat, isCluster } from '../core/clients/redis.ts'
 import type { StreamEvent } from '../core/events.ts'
 import { counterField, keys, PRUNE_DAYS, streakField } from '../core/keys.ts'
 import { RULES, SIGNIN_MAX_BONUS } from '../core/scoring.ts'
@@ -86,17 +88,19 @@ export function fingerprint(id: string): Buffer {
   return Buffer.from(fingerprintHex(id), 'hex')
 }
 
-declare module 'ioredis' {
-  interface RedisCommander<Context> {
-    userStep(...args: (string | number)[]): Result<string, Context>
-  }
+/** Events per script call: bounds Redis' time inside one call (~60 µs an event) to a few milliseconds. */
+export const STEPS_PER_CALL = 32
+
+const stepScript = { lua: SCRIPT, sha: createHash('sha1').update(SCRIPT).digest('hex') }
+
+/** One event for the step: its place in the stream (message sequence, index inside it) and its candidate campaigns. */
+export interface StepInput {
+  ev: StreamEvent
+  seq: number
+  idx?: number
+  campaigns?: CampaignArg[]
 }
 
-export function defineUserStep(redis: Redis): void {
-  if (!(redis as unknown as { userStep?: unknown }).userStep) redis.defineCommand('userStep', { lua: SCRIPT })
-}
-
-/** Keys and arguments of the per-user step, exported for the benchmark's raw ceiling. */
 /** An event's place in the stream: its message's sequence, and its index when past the first item of a batch. */
 export const placeOf = (seq: number, idx = 0) => (idx ? `${seq}.${idx}` : String(seq))
 
@@ -107,47 +111,96 @@ function pruneCuts(receivedAt: number): string[] {
   return (['day', 'week', 'month', 'year'] as Period[]).map((p) => periodRange(p, cut).key)
 }
 
-export function userStepArgs(ev: StreamEvent, seq: number, win: DedupeWindow, campaigns: CampaignArg[] = [], idx = 0): (string | number)[] {
-  const ranges = PERIODS.map((p) => periodRange(p, ev.ts))
-  const day = compactDay(ev.ts)
-  const gen = dedupeGen(ev.received_at, win)
-  const today = shanghaiDayNo(ev.received_at)
-  const k: string[] = [keys.user(ev.user_id), keys.dedupe(ev.user_id, gen), keys.dedupe(ev.user_id, gen - 1)]
-  for (const c of campaigns) k.push(keys.campaignUser(ev.user_id, c.id))
-  const rule = RULES[ev.type]
-  return [
-    k.length,
-    ...k,
-    fingerprintHex(ev.id),
-    placeOf(seq, idx),
-    ev.type,
-    ev.ts,
-    rule.limit,
-    rule.pointsLimit,
-    rule.points,
-    rule.shares,
-    ev.type === 'signin' ? '1' : '0',
-    SIGNIN_MAX_BONUS,
-    dedupeExpireAt(gen, win),
-    ...ranges.map((r) => r.key),
-    counterField(day, ev.type),
-    streakField(day),
-    streakField(compactDay(ranges[0].startMs - DAY_MS)),
-    String(today),
-    ...pruneCuts(ev.received_at),
-    campaigns.length,
-    ...campaigns.flatMap((c) => [c.prefix, c.institution, c.pending ? '1' : '0', c.expireAtS]),
-  ]
+type Ranges = ReturnType<typeof periodRange>[]
+
+/**
+ * Keys and arguments of one script call for `steps` (their keys in one slot on a Cluster), in the
+ * layout user-step.lua describes; and the period ranges of each event, for reading the replies.
+ */
+export function userStepsCall(steps: StepInput[], win: DedupeWindow): { keys: string[]; args: (string | number)[]; ranges: Ranges[] } {
+  const keyList: string[] = []
+  const rules: (string | number)[] = []
+  const ruleIx = new Map<string, number>()
+  const ctx: (string | number)[] = []
+  const ctxIx = new Map<number, { ix: number; ranges: Ranges }>()
+  const evArgs: (string | number)[] = []
+  const ranges: Ranges[] = []
+  for (const { ev, seq, idx = 0, campaigns = [] } of steps) {
+    let r = ruleIx.get(ev.type)
+    if (r === undefined) {
+      const rule = RULES[ev.type]
+      ruleIx.set(ev.type, (r = ruleIx.size))
+      rules.push(ev.type, rule.limit, rule.pointsLimit, rule.points, rule.shares, ev.type === 'signin' ? '1' : '0', SIGNIN_MAX_BONUS)
+    }
+    // What an event shares with the others of its event day and receive day.
+    const eventDay = shanghaiDayNo(ev.ts)
+    const today = shanghaiDayNo(ev.received_at)
+    const gen = dedupeGen(ev.received_at, win)
+    let c = ctxIx.get(eventDay * 1e6 + today)
+    if (!c) {
+      const rs = PERIODS.map((p) => periodRange(p, ev.ts))
+      const day = compactDay(ev.ts)
+      c = { ix: ctxIx.size, ranges: rs }
+      ctxIx.set(eventDay * 1e6 + today, c)
+      ctx.push(dedupeExpireAt(gen, win), ...rs.map((x) => x.key), counterField(day, ''), streakField(day), streakField(compactDay(rs[0].startMs - DAY_MS)), String(today), ...pruneCuts(ev.received_at))
+    }
+    ranges.push(c.ranges)
+    keyList.push(keys.user(ev.user_id), keys.dedupe(ev.user_id, gen), keys.dedupe(ev.user_id, gen - 1))
+    for (const cp of campaigns) keyList.push(keys.campaignUser(ev.user_id, cp.id))
+    evArgs.push(fingerprintHex(ev.id), placeOf(seq, idx), ev.ts, r, c.ix, campaigns.length)
+    for (const cp of campaigns) evArgs.push(cp.prefix, cp.institution, cp.pending ? '1' : '0', cp.expireAtS)
+  }
+  return { keys: keyList, args: [steps.length, ruleIx.size, ctxIx.size, ...rules, ...ctx, ...evArgs], ranges }
 }
 
+/** Runs one call of userStepsCall: one reply string per event. */
+export function sendUserSteps(redis: Redis, call: { keys: string[]; args: (string | number)[] }): Promise<string[]> {
+  return evalFlat(redis, stepScript, call.keys, call.args) as Promise<string[]>
+}
+
+/**
+ * The per-user step of every event, in order (atomic per event, user-step.lua): a few script calls
+ * on one Redis, one per hash slot (and STEPS_PER_CALL) on a Cluster. Decisions in the order given.
+ */
+export async function applyUserSteps(redis: Redis, steps: StepInput[], win: DedupeWindow): Promise<Decision[]> {
+  const out: Decision[] = new Array(steps.length)
+  const calls: Promise<void>[] = []
+  const run = (ix: number[]) => {
+    const part = ix.map((i) => steps[i])
+    const call = userStepsCall(part, win)
+    const { ranges } = call
+    calls.push(
+      sendUserSteps(redis, call).then((replies) => {
+        replies.forEach((r, j) => (out[ix[j]] = parseReply(r.split(','), part[j].ev, part[j].campaigns ?? [], ranges[j])))
+      }),
+    )
+  }
+  // Runs of events in one slot (every slot on one Redis), in order; at most STEPS_PER_CALL a call.
+  const bySlot = new Map<number, number[]>()
+  const cluster = isCluster(redis)
+  steps.forEach((s, i) => {
+    const slot = cluster ? calculateSlot(keys.user(s.ev.user_id)) : 0
+    let ix = bySlot.get(slot)
+    if (!ix) bySlot.set(slot, (ix = []))
+    ix.push(i)
+    if (ix.length === STEPS_PER_CALL) {
+      run(ix)
+      bySlot.delete(slot)
+    }
+  })
+  for (const ix of bySlot.values()) run(ix)
+  await Promise.all(calls)
+  return out
+}
+
+/** The step of one event (tests, the live check-in path): applyUserSteps with one. */
 export async function applyUserStep(redis: Redis, ev: StreamEvent, seq: number, win: DedupeWindow, campaigns: CampaignArg[] = [], idx = 0): Promise<Decision> {
-  const r = await redis.userStep(...userStepArgs(ev, seq, win, campaigns, idx))
-  return parseReply(r.split(','), ev, campaigns)
+  return (await applyUserSteps(redis, [{ ev, seq, idx, campaigns }], win))[0]
 }
 
 const total = (count: string, reached: string) => (count ? { count: Number(count), reachedAt: Number(reached) } : null)
 
-function parseReply(r: string[], ev: StreamEvent, campaigns: CampaignArg[]): Decision {
+function parseReply(r: string[], ev: StreamEvent, campaigns: CampaignArg[], ranges: Ranges): Decision {
   const [status, code, pts, streak, region, inst, ix] = r
   const decision: DecisionCode = status === 'dup' ? 'duplicate' : CODES[code]
   const counted = decision === 'counted'
@@ -155,7 +208,7 @@ function parseReply(r: string[], ev: StreamEvent, campaigns: CampaignArg[]): Dec
   if (counted) {
     PERIODS.forEach((p, i) => {
       const [s, sr, pp, pr] = r.slice(7 + i * 4, 11 + i * 4)
-      const range = periodRange(p, ev.ts)
+      const range = ranges[i]
       totals.push({
         period: p,
         key: range.key,

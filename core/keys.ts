@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis'
+import { isCluster } from './clients/redis.ts'
 import type { User } from './store/users.ts'
 
 /**
@@ -120,7 +121,7 @@ export type InfoReader = ReturnType<typeof createInfoReader>
  * this process than a command and a promise per id); a Cluster's pipeline must stay in one slot.
  */
 async function hmgetEach(redis: Redis, ids: string[]): Promise<(string | null)[][]> {
-  if ((redis as { isCluster?: boolean }).isCluster) return Promise.all(ids.map((id) => redis.hmget(keys.user(id), 'n', 'r', 'i')))
+  if (isCluster(redis)) return Promise.all(ids.map((id) => redis.hmget(keys.user(id), 'n', 'r', 'i')))
   const p = redis.pipeline()
   for (const id of ids) p.hmget(keys.user(id), 'n', 'r', 'i')
   return ((await p.exec()) ?? []).map(([err, v]) => {

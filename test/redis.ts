@@ -2,7 +2,6 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Redis } from 'ioredis'
-import { defineUserStep } from '../aggregator/user-step.ts'
 import { createRedis } from '../core/clients/redis.ts'
 import { cacheUsers } from '../core/keys.ts'
 import { startRedis, type LocalService } from '../core/local-services.ts'
@@ -23,7 +22,6 @@ export async function startStepRedis(name: string, users: { id: string; institut
   const dir = mkdtempSync(join(tmpdir(), `kepu-${name}-`))
   const server = await startRedis(dir, await freePort())
   const redis = createRedis(server.url)
-  defineUserStep(redis)
   await cacheUsers(
     redis,
     users.map((u) => ({ id: u.id, phone: '', real_name: u.id, region_code: '430623110', kind: '个人用户', institution_id: u.institution_id ?? '', certified_at: 0, ix: 1, created_at: 0, updated_at: 0 })),

@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis'
 import { addBoardWrites, createBoardKeys, createBoardWriter, type BoardGroups } from '../../aggregator/boards.ts'
-import { applyUserStep, dedupeWindow, defineUserStep } from '../../aggregator/user-step.ts'
+import { applyUserSteps, dedupeWindow } from '../../aggregator/user-step.ts'
 import type { Config } from '../../core/config.ts'
 import type { StreamEvent } from '../../core/events.ts'
 import { keys } from '../../core/keys.ts'
@@ -52,7 +52,6 @@ export async function runCeiling(opts: {
 }): Promise<CeilingResult> {
   const redis = new Redis(opts.redisUrl, { enableAutoPipelining: true, maxRetriesPerRequest: 2 })
   try {
-    defineUserStep(redis)
     const win = dedupeWindow(opts.config.events.maxAgeMs, opts.config.events.maxFutureMs)
     // The communicators, as the import caches them (u:{id} with n, r, i, c).
     for (let i = 0; i < opts.users; i += 5000) {
@@ -85,7 +84,6 @@ export async function runCeiling(opts: {
     // auto-pipeline at a time per connection).
     const write = createBoardWriter({ topK: opts.topK ?? opts.config.boards.topK })
     const lanes = [redis, redis.duplicate()]
-    for (const conn of lanes) defineUserStep(conn)
     const boardKeys = createBoardKeys(opts.tree)
     let counted = 0
     let writes = 0
@@ -105,7 +103,7 @@ export async function runCeiling(opts: {
         const from = nextIdx
         nextIdx = Math.min(evs.length, from + batchSize)
         const batch = evs.slice(from, nextIdx)
-        const ds = await Promise.all(batch.map((ev, j) => applyUserStep(conn, ev, seqBase + from + j, win)))
+        const ds = await applyUserSteps(conn, batch.map((ev, j) => ({ ev, seq: seqBase + from + j })), win)
         const groups: BoardGroups = new Map()
         ds.forEach((d, j) => addBoardWrites(groups, boardKeys, batch[j].user_id, d))
         counted += ds.filter((d) => d.decision === 'counted').length
