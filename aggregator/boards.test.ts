@@ -3,7 +3,7 @@ import type { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { StreamEvent } from '../core/events.ts'
 import { loadRegionTree } from '../core/regions.ts'
-import { boardWrites, createBoardWriter, groupByBoard, type BoardWrite } from './boards.ts'
+import { boardWrites, createBoardWriter, DIRECT_MIN_MEMBERS, groupByBoard, type BoardWrite } from './boards.ts'
 import { startStepRedis, type StepRedis } from '../test/redis.ts'
 import { applyUserStep, dedupeGen, dedupeWindow, fingerprint } from './user-step.ts'
 import { keys } from '../core/keys.ts'
@@ -142,15 +142,17 @@ describe('groupByBoard', () => {
   })
 
   it('a gated board, once its K-th score is known, takes no write that cannot reach its top K', async () => {
-    // A city board (tagged, written by the province's script) and the national one (its own ZADD).
-    for (const [key, period] of [['g:s:{43}r4399:a', 'all'], ['g:s:n:w19990104', 'week']] as const) {
+    // A city board, tagged: a few members go in the province's script, DIRECT_MIN_MEMBERS or more
+    // in a ZADD of their own; and the national board (untagged: always its own ZADD).
+    const cases = [['g:s:{43}r4399:a', 'all', 4], ['g:s:{43}r4398:a', 'all', DIRECT_MIN_MEMBERS + 2], ['g:s:n:w19990104', 'week', 4]] as const
+    for (const [key, period, n] of cases) {
       const write = createBoardWriter({ topK: 3 })
       const at = (member: string, score: number): BoardWrite => ({ key, score, member, period })
-      await write(redis, [at('k1', -50), at('k2', -40), at('k3', -30), at('k4', -20)])
+      await write(redis, Array.from({ length: n }, (_, i) => at(`k${i + 1}`, -50 + 10 * i)))
       expect(await redis.zrange(key, '0', '-1'), key).toEqual(['k1', 'k2', 'k3']) // trimmed to K
       // Worse than the K-th (-30): skipped, though its refresh is not due yet; better: written.
-      await write(redis, [at('k5', -25), at('k6', -45)])
-      expect(await redis.zrange(key, '0', '-1'), key).toEqual(['k1', 'k6', 'k2', 'k3'])
+      await write(redis, [at('w1', -25), at('w2', -45)])
+      expect(await redis.zrange(key, '0', '-1'), key).toEqual(['k1', 'w2', 'k2', 'k3'])
     }
   })
 })

@@ -151,6 +151,12 @@ export function groupByBoard(ws: Iterable<BoardWrite>): BoardGroups {
 
 /** Members per ZADD command: bounds the size of one command (and Redis' time inside it). */
 const MEMBERS_PER_ZADD = 1000
+/**
+ * A board with this many members in a batch gets its own ZADD instead of a place in its province's
+ * script: inside a script every argument is made a Lua string and back, ≈ 1 µs of Redis per entry
+ * more than a plain ZADD (bench/board-cost.ts), which outweighs one more command for this process.
+ */
+export const DIRECT_MIN_MEMBERS = 8
 /** The hash tag of a key ({…}: what Redis Cluster hashes), or null. */
 function hashTag(key: string): string | null {
   const i = key.indexOf('{')
@@ -251,7 +257,7 @@ export function createBoardWriter(opts: { topK: number; refreshMs?: number } = {
       }
       if (!wrote && !refresh) continue
       const tag = hashTag(key)
-      if (tag !== null && g.period) {
+      if (tag !== null && g.period && pairs.length < 2 * DIRECT_MIN_MEMBERS) {
         let t = tagged.get(tag)
         if (!t) tagged.set(tag, (t = { keys: [], args: [K], refresh: [] }))
         t.keys.push(key)
