@@ -204,6 +204,9 @@ async function run(seed: number) {
           const unit = scope.kind === 'institution' ? scope : scope.kind === 'national' || inScope(u) ? unitScope(lineage(u)) : null
           for (const n of gated ? [2, 0, 5] : [2]) {
             const got = await reader.around(ref, u.id, unit, n)
+            // A complete board is also read in one call (what the route does), with its total.
+            const one = gated ? null : await reader.aroundComplete(ref, u.id, n)
+            if (one) expect(one, `${label} ${u.id} in one call`).toEqual({ ...got, total: want.length })
             const at = want.findIndex(([, m]) => m === u.id)
             if (at < 0) {
               expect(got.rank, `${label} ${u.id}`).toBeNull()

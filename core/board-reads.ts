@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { Command, type Redis } from 'ioredis'
+import { evalFlat } from './clients/redis.ts'
 import { badRequest } from './errors.ts'
 import type { RegionTree } from './regions.ts'
 import { boardKey, isGated, type BoardScope, type Metric } from './scoring.ts'
@@ -82,6 +83,19 @@ export interface BoardRef {
   metric: Metric
   periodKey: string
 }
+
+/**
+ * A communicator's rank, neighbours and the board's size on a complete board, in one call (one round
+ * trip instead of three: ZRANK, then ZRANGE around it, and ZCARD). Read-only, so a replica may serve it.
+ */
+const AROUND_SCRIPT = `#!lua flags=no-writes
+local r = redis.call('ZRANK', KEYS[1], ARGV[1])
+local card = redis.call('ZCARD', KEYS[1])
+if not r then return { card, -1, {} } end
+local n = tonumber(ARGV[2])
+local from = r > n and r - n or 0
+return { card, r, redis.call('ZRANGE', KEYS[1], from, r + n, 'WITHSCORES') }`
+const aroundScript = { lua: AROUND_SCRIPT, sha: createHash('sha1').update(AROUND_SCRIPT).digest('hex') }
 
 /** How long a gated board's total (a sum over its units) is reused: well inside the freshness promise. */
 export const TOTAL_CACHE_MS = 200
@@ -288,6 +302,16 @@ export function createBoardReader(deps: { redis: Redis; tree: RegionTree; topK: 
       if (pos + 1 + limit <= K) return pageAfter(redis, b.key, s, u, limit)
       const { entries, before } = await mergedAfter(b, s, u, limit)
       return { flat: flatten(entries), firstRank: before + 1 }
+    },
+
+    /**
+     * On a complete board (not gated): her rank (null: not on it) with `around` neighbours each side,
+     * and the board's total, in one call.
+     */
+    async aroundComplete(b: BoardRef, user: string, around: number): Promise<{ rank: number | null; flat: string[]; firstRank: number; total: number }> {
+      const [card, r, flat] = (await evalFlat(redis, aroundScript, [b.key], [user, around])) as [number, number, string[]]
+      if (r < 0) return { rank: null, flat: [], firstRank: 1, total: card }
+      return { rank: r + 1, flat, firstRank: Math.max(0, r - around) + 1, total: card }
     },
 
     /**

@@ -3,7 +3,7 @@ import type { Redis } from 'ioredis'
 import { badRequest, forbidden, notFound } from '../../core/errors.ts'
 import { createInfoReader, readInfos, type InfoReader } from '../../core/keys.ts'
 import type { RegionTree } from '../../core/regions.ts'
-import { unitScope, unpackScore, type BoardScope, type Metric } from '../../core/scoring.ts'
+import { isGated, unitScope, unpackScore, type BoardScope, type Metric } from '../../core/scoring.ts'
 import { createBoardReader, encodeCursor, type BoardReader, type BoardRef } from '../../core/board-reads.ts'
 import { createPageCache } from '../../core/page-cache.ts'
 import type { UserStore } from '../../core/store/users.ts'
@@ -181,14 +181,16 @@ export function mountLeaderboards(app: OpenAPIHono<AuthEnv>, deps: LeaderboardDe
     const board = resolveBoard(q, tree, reader)
     const p = c.get('principal')
     mustRead(p, await targetOf(board, deps))
-    const info = (await readInfos(redis, [user_id])).get(user_id) ?? (await deps.users.get(user_id))
+    const sc = board.ref.scope
+    // A complete board is read beside her info, in one round trip (nothing is answered before the scope check).
+    const [cached, early] = await Promise.all([readInfos(redis, [user_id]), isGated(sc) ? null : reader.aroundComplete(board.ref, user_id, q.around)])
+    const info = cached.get(user_id) ?? (await deps.users.get(user_id))
     if (p.kind === 'official' && !(info && coversUser(p, info))) throw forbidden('outside your scope')
     if (!info) throw notFound('no such communicator')
     const lineage = tree.lineage(info.region_code).map((r) => r.code)
-    const sc = board.ref.scope
     // Her unit: the complete board that holds her inside a gated board (none when she is outside it).
     const unit = sc.kind === 'national' || (sc.kind === 'region' && lineage.includes(sc.code)) ? unitScope(lineage.length ? lineage : [info.region_code]) : null
-    const [around, total] = await Promise.all([reader.around(board.ref, user_id, unit, q.around), reader.total(board.ref)])
+    const [around, total] = early ? [early, early.total] : await Promise.all([reader.around(board.ref, user_id, unit, q.around), reader.total(board.ref)])
     if (around.rank === null) return c.json({ rank: null, score: 0, total, entries: [] }, 200)
     const entries = (await toEntries(infoOf, board, around.flat, around.firstRank, c.get('principal'))).map(({ _stored, ...e }) => e)
     const me = entries.find((e) => e.user_id === user_id)
