@@ -157,6 +157,7 @@ const MEMBERS_PER_ZADD = 1000
  * more than a plain ZADD (bench/board-cost.ts), which outweighs one more command for this process.
  */
 export const DIRECT_MIN_MEMBERS = 8
+
 /** The hash tag of a key ({…}: what Redis Cluster hashes), or null. */
 function hashTag(key: string): string | null {
   const i = key.indexOf('{')

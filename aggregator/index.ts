@@ -80,9 +80,7 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
   const writeBoards = createBoardWriter({ topK: config.boards.topK })
   let lanes: Redis[] = []
   const openLanes = () => {
-    lanes = Array.from({ length: BATCHES_IN_FLIGHT }, () => {
-      return redis.duplicate()
-    })
+    lanes = Array.from({ length: BATCHES_IN_FLIGHT }, () => redis.duplicate())
   }
   const closeLanes = async () => {
     await Promise.allSettled(lanes.map((conn) => conn.quit()))
