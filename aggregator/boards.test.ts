@@ -121,10 +121,28 @@ describe('groupByBoard', () => {
   it('keeps only the best score per board and user, which is what ZADD LT would keep', async () => {
     const w = (key: string, member: string, score: number): BoardWrite => ({ key, member, score, period: 'day' })
     const out = groupByBoard([w('k1', 'A', -5), w('k1', 'A', -7), w('k1', 'B', -6), w('k2', 'A', -1), w('k1', 'A', -6)])
-    expect([...out].map(([k, g]) => [k, Object.fromEntries(g.members)])).toEqual([
+    expect([...out.toMap()].map(([k, g]) => [k, Object.fromEntries(g)])).toEqual([
       ['k1', { A: -7, B: -6 }],
       ['k2', { A: -1 }],
     ])
+  })
+
+  it('keeps the best score per member however many members a board collects (list and map lookups alike)', () => {
+    const want = new Map<string, Map<string, number>>()
+    const ws: BoardWrite[] = []
+    let x = 7
+    const rand = () => ((x = (x * 48271) % 2147483647) / 2147483647)
+    for (let i = 0; i < 3000; i++) {
+      const key = 'k' + Math.floor(rand() * 5) ** 3 // boards from one member to hundreds
+      const member = 'u' + Math.floor(rand() * 40)
+      const score = -Math.floor(rand() * 1000)
+      ws.push({ key, member, score, period: 'day' })
+      const m = want.get(key) ?? want.set(key, new Map()).get(key)!
+      m.set(member, Math.min(m.get(member) ?? Infinity, score))
+    }
+    const got = groupByBoard(ws)
+    expect(got.entries).toBe([...want.values()].reduce((s, m) => s + m.size, 0))
+    expect(new Map([...got.toMap()].map(([k, m]) => [k, new Map([...m].sort())]))).toEqual(new Map([...want].map(([k, m]) => [k, new Map([...m].sort())])))
   })
 
   it('a batch writes every user of a shared board in one command, with the same result as one write each', async () => {

@@ -3,7 +3,7 @@ import type { Redis } from 'ioredis'
 import { evalFlat, isCluster, sendFlat, type Sink } from '../core/clients/redis.ts'
 import type { RegionTree } from '../core/regions.ts'
 import { keys } from '../core/keys.ts'
-import { boardKey, DEFAULT_TOP_K, METRICS, packCampaignScore, PERIOD_TTL_S, packScore, type BoardScope, type Metric } from '../core/scoring.ts'
+import { boardKey, DEFAULT_TOP_K, packCampaignScore, PERIOD_TTL_S, packScore, type BoardScope, type Metric } from '../core/scoring.ts'
 import type { Campaign } from '../core/store/campaigns.ts'
 import { CAMPAIGN_KEEP_S } from './campaigns.ts'
 import type { Period } from '../core/time.ts'
@@ -23,7 +23,15 @@ export interface BoardWrite {
   expireAtS?: number
 }
 
-type Emit = (key: string, period: Period | null, score: number, expireAtS?: number) => void
+type Emit = (key: string, tag: string | null, period: Period | null, score: number, text: string, expireAtS?: number) => void
+
+/** The hash tag of a key ({…}: what Redis Cluster hashes), or null. */
+function hashTag(key: string): string | null {
+  const i = key.indexOf('{')
+  if (i < 0) return null
+  const j = key.indexOf('}', i + 1)
+  return j > i + 1 ? key.slice(i + 1, j) : null
+}
 
 /**
  * Board keys, computed once per (scope, period, metric) and shared: the hot path builds no key
@@ -34,7 +42,8 @@ export function createBoardKeys(tree: RegionTree) {
   const MAX_SCOPES = 200_000
   const lineages = new Map<string, BoardScope[]>()
   const scopes = new Map<string, BoardScope>()
-  const keyCache = new Map<BoardScope, Map<string, [string, string]>>()
+  /** Per scope and period key: [shares key, points key, their hash tag]. */
+  const keyCache = new Map<BoardScope, Map<string, [string, string, string | null]>>()
   const national: BoardScope = { kind: 'national' }
   const intern = (tag: string, make: () => BoardScope) => {
     let sc = scopes.get(tag)
@@ -47,6 +56,20 @@ export function createBoardKeys(tree: RegionTree) {
       scopes.set(tag, (sc = make()))
     }
     return sc
+  }
+  const entry = (scope: BoardScope, periodKey: string) => {
+    let byPeriod = keyCache.get(scope)
+    if (!byPeriod) {
+      if (keyCache.size >= MAX_SCOPES) keyCache.clear()
+      keyCache.set(scope, (byPeriod = new Map()))
+    }
+    let e = byPeriod.get(periodKey)
+    if (!e) {
+      if (byPeriod.size > 64) byPeriod.clear()
+      const sharesKey = boardKey('shares', scope, periodKey)
+      byPeriod.set(periodKey, (e = [sharesKey, boardKey('points', scope, periodKey), hashTag(sharesKey)]))
+    }
+    return e
   }
   return {
     /** The region and national scopes of a communicator's region (town → province, national). */
@@ -67,23 +90,18 @@ export function createBoardKeys(tree: RegionTree) {
       return intern('i' + id, () => ({ kind: 'institution', id }))
     },
     key(scope: BoardScope, periodKey: string, metric: Metric): string {
-      let byPeriod = keyCache.get(scope)
-      if (!byPeriod) {
-        if (keyCache.size >= MAX_SCOPES) keyCache.clear()
-        keyCache.set(scope, (byPeriod = new Map()))
-      }
-      let pair = byPeriod.get(periodKey)
-      if (!pair) {
-        if (byPeriod.size > 64) byPeriod.clear()
-        byPeriod.set(periodKey, (pair = [boardKey('shares', scope, periodKey), boardKey('points', scope, periodKey)]))
-      }
-      return pair[metric === 'shares' ? 0 : 1]
+      return entry(scope, periodKey)[metric === 'shares' ? 0 : 1]
     },
+    /** The key's hash tag (its province's, or null), computed once with the key. */
+    tag(scope: BoardScope, periodKey: string): string | null {
+      return entry(scope, periodKey)[2]
+    },
+    entry,
   }
 }
 export type BoardKeys = ReturnType<typeof createBoardKeys>
 
-/** Every board write of one decision, as emit(key, period, score, expireAtS). */
+/** Every board write of one decision, as emit(key, tag, period, score, score as text, expireAtS). */
 function emitBoardWrites(bk: BoardKeys, d: Decision, campaign: (id: string) => Campaign | undefined, emit: Emit): void {
   if (d.decision !== 'counted' || !d.region_code) return
   const regionScopes = bk.regionScopes(d.region_code)
@@ -92,13 +110,21 @@ function emitBoardWrites(bk: BoardKeys, d: Decision, campaign: (id: string) => C
   const shares = d.status === 'repeat' || (d.status === 'new' && d.shares > 0)
   const points = d.status === 'repeat' || (d.status === 'new' && d.points > 0)
   for (const t of d.totals) {
-    for (const m of METRICS) {
-      if (m === 'shares' ? !shares : !points) continue
-      const v = t[m]
+    for (let mi = 0; mi < 2; mi++) {
+      if (mi === 0 ? !shares : !points) continue
+      const v = mi === 0 ? t.shares : t.points
       if (!v) continue
       const score = packScore(t.period, t.startMs, v.count, v.reachedAt)
-      for (const s of regionScopes) emit(bk.key(s, t.key, m), t.period, score)
-      if (inst) emit(bk.key(inst, t.key, m), t.period, score)
+      // One text per score, however many boards it goes to (what ioredis would make of the number).
+      const text = String(score)
+      for (const s of regionScopes) {
+        const e = bk.entry(s, t.key)
+        emit(mi === 0 ? e[0] : e[1], e[2], t.period, score, text)
+      }
+      if (inst) {
+        const e = bk.entry(inst, t.key)
+        emit(mi === 0 ? e[0] : e[1], e[2], t.period, score, text)
+      }
     }
   }
   // Each campaign's board holds its metric only.
@@ -107,7 +133,9 @@ function emitBoardWrites(bk: BoardKeys, d: Decision, campaign: (id: string) => C
     if (!c || (c.metric === 'shares' ? !shares : !points)) continue
     const v = ct[c.metric]
     if (!v) continue
-    emit(keys.campaignBoard(c.id), null, packCampaignScore(c, v.count, v.reachedAt), Math.ceil(c.cutoff_at / 1000) + CAMPAIGN_KEEP_S)
+    const key = keys.campaignBoard(c.id)
+    const score = packCampaignScore(c, v.count, v.reachedAt)
+    emit(key, hashTag(key), null, score, String(score), Math.ceil(c.cutoff_at / 1000) + CAMPAIGN_KEEP_S)
   }
 }
 
@@ -117,36 +145,129 @@ const noCampaign = () => undefined
 export function boardWrites(userId: string, d: Decision, tree: RegionTree | BoardKeys, campaign: (id: string) => Campaign | undefined = noCampaign): BoardWrite[] {
   const bk = 'key' in tree ? tree : createBoardKeys(tree)
   const out: BoardWrite[] = []
-  emitBoardWrites(bk, d, campaign, (key, period, score, expireAtS) => out.push(expireAtS === undefined ? { key, score, member: userId, period } : { key, score, member: userId, period, expireAtS }))
+  emitBoardWrites(bk, d, campaign, (key, _tag, period, score, _text, expireAtS) => out.push(expireAtS === undefined ? { key, score, member: userId, period } : { key, score, member: userId, period, expireAtS }))
   return out
 }
 
-/** Adds one decision's board writes to a batch's groups (the aggregator's hot path: no objects per write). */
-export function addBoardWrites(groups: BoardGroups, bk: BoardKeys, userId: string, d: Decision, campaign: (id: string) => Campaign | undefined = noCampaign): void {
-  emitBoardWrites(bk, d, campaign, (key, period, score, expireAtS) => addToGroup(groups, key, period, expireAtS, userId, score))
+/** Adds one decision's board writes to a batch (the aggregator's hot path). */
+export function addBoardWrites(batch: BoardBatch, bk: BoardKeys, userId: string, d: Decision, campaign: (id: string) => Campaign | undefined = noCampaign): void {
+  emitBoardWrites(bk, d, campaign, (key, tag, period, score, text, expireAtS) => batch.add(key, tag, period, expireAtS ?? 0, userId, score, text))
 }
 
-function addToGroup(groups: BoardGroups, key: string, period: Period | null, expireAtS: number | undefined, member: string, score: number) {
-  let g = groups.get(key)
-  if (!g) groups.set(key, (g = { period, expireAtS, members: new Map() }))
-  const best = g.members.get(member)
-  if (best === undefined || score < best) g.members.set(member, score)
-}
+/** Members a board holds before the batch looks a member up in a map rather than along its list. */
+const SCAN_MAX = 8
 
-/** A batch's board writes grouped by board, keeping per user only the best (lowest stored) score. */
-export interface BoardGroup {
-  period: Period | null
-  expireAtS?: number
-  members: Map<string, number>
-}
+/**
+ * A batch's board writes, grouped by board, keeping per (board, member) only the best (lowest
+ * stored) score, which is all ZADD LT would keep. Flat: in the national shape a batch of 500 events
+ * touches thousands of boards with one member each, so a board costs a few array slots, not a Map
+ * and an object; its entries are a list linked backwards through the entry arrays.
+ */
+export class BoardBatch {
+  private readonly index = new Map<string, number>()
+  readonly keys: string[] = []
+  readonly tags: (string | null)[] = []
+  readonly periods: (Period | null)[] = []
+  /** Campaign boards: when they expire (unix seconds); 0 for period boards. */
+  readonly expireAt: number[] = []
+  /** Distinct members per board. */
+  readonly counts: number[] = []
+  private readonly last: number[] = []
+  private readonly lookup: (Map<string, number> | undefined)[] = []
+  private readonly prev: number[] = []
+  private readonly member: string[] = []
+  private readonly score: number[] = []
+  private readonly text: string[] = []
 
-export type BoardGroups = Map<string, BoardGroup>
+  get size(): number {
+    return this.keys.length
+  }
+
+  /** Distinct (board, member) entries. */
+  get entries(): number {
+    return this.member.length
+  }
+
+  add(key: string, tag: string | null, period: Period | null, expireAtS: number, member: string, score: number, text = String(score)): void {
+    let b = this.index.get(key)
+    if (b === undefined) {
+      b = this.keys.length
+      this.index.set(key, b)
+      this.keys.push(key)
+      this.tags.push(tag)
+      this.periods.push(period)
+      this.expireAt.push(expireAtS)
+      this.counts.push(0)
+      this.last.push(-1)
+      this.lookup.push(undefined)
+    } else {
+      const e = this.find(b, member)
+      if (e >= 0) {
+        if (score < this.score[e]) {
+          this.score[e] = score
+          this.text[e] = text
+        }
+        return
+      }
+    }
+    const e = this.member.length
+    this.member.push(member)
+    this.score.push(score)
+    this.text.push(text)
+    this.prev.push(this.last[b])
+    this.last[b] = e
+    this.lookup[b]?.set(member, e)
+    this.counts[b]++
+  }
+
+  private find(b: number, member: string): number {
+    const map = this.lookup[b]
+    if (map) return map.get(member) ?? -1
+    if (this.counts[b] < SCAN_MAX) {
+      for (let e = this.last[b]; e >= 0; e = this.prev[e]) if (this.member[e] === member) return e
+      return -1
+    }
+    const m = new Map<string, number>()
+    for (let e = this.last[b]; e >= 0; e = this.prev[e]) m.set(this.member[e], e)
+    this.lookup[b] = m
+    return m.get(member) ?? -1
+  }
+
+  /** Board b's entries as [member, score, score as text], newest first. */
+  *membersOf(b: number): Generator<[string, number, string]> {
+    for (let e = this.last[b]; e >= 0; e = this.prev[e]) yield [this.member[e], this.score[e], this.text[e]]
+  }
+
+  /** The first entry of board b (-1 when none), then next(e) until -1: the allocation-free walk. */
+  first(b: number): number {
+    return this.last[b]
+  }
+  next(e: number): number {
+    return this.prev[e]
+  }
+  memberAt(e: number): string {
+    return this.member[e]
+  }
+  scoreAt(e: number): number {
+    return this.score[e]
+  }
+  textAt(e: number): string {
+    return this.text[e]
+  }
+
+  /** The batch as a map board → member → best score (tests). */
+  toMap(): Map<string, Map<string, number>> {
+    const out = new Map<string, Map<string, number>>()
+    this.keys.forEach((k, b) => out.set(k, new Map([...this.membersOf(b)].reverse().map(([m, s]) => [m, s]))))
+    return out
+  }
+}
 
 /** Groups writes by board; per (board, user) only the best score is kept, which is all ZADD LT would keep. */
-export function groupByBoard(ws: Iterable<BoardWrite>): BoardGroups {
-  const groups: BoardGroups = new Map()
-  for (const w of ws) addToGroup(groups, w.key, w.period, w.expireAtS, w.member, w.score)
-  return groups
+export function groupByBoard(ws: Iterable<BoardWrite>): BoardBatch {
+  const batch = new BoardBatch()
+  for (const w of ws) batch.add(w.key, hashTag(w.key), w.period, w.expireAtS ?? 0, w.member, w.score)
+  return batch
 }
 
 /** Members per ZADD command: bounds the size of one command (and Redis' time inside it). */
@@ -158,40 +279,46 @@ const MEMBERS_PER_ZADD = 1000
  */
 export const DIRECT_MIN_MEMBERS = 8
 
-/** The hash tag of a key ({…}: what Redis Cluster hashes), or null. */
-function hashTag(key: string): string | null {
-  const i = key.indexOf('{')
-  if (i < 0) return null
-  const j = key.indexOf('}', i + 1)
-  return j > i + 1 ? key.slice(i + 1, j) : null
-}
-
 /**
  * The board writes of one hash tag in one script: per board ZADD LT of its members, its TTL once
  * (EXPIRE NX) and, for a gated board due for it, the trim to K and its K-th score. One command for
  * hundreds of boards: what a board write costs this process is per command, not per board.
- * ARGV[1] K, then per key: member count n, flags (1 expire, 4 refresh), ttl, n × (score, member).
+ * ARGV[1] K, then per key: a header 8 × member count + flags (1 expire, 4 refresh), the TTL when
+ * flag 1 is set, then the members as (score, member) pairs. Few arguments per board matter: most
+ * boards of a national batch take one member, and every argument costs both sides.
  * Returns the K-th scores of the refreshed boards, in order ('' when a board holds fewer than K).
  */
 const BOARD_WRITE = `
 local K = tonumber(ARGV[1])
 local a = 2
 local out = {}
+local call, floor, unpack = redis.call, math.floor, unpack
 for j = 1, #KEYS do
   local k = KEYS[j]
-  local n, flags, ttl = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), ARGV[a + 2]
-  a = a + 3
-  local i = 0
-  while i < n do
-    local m = math.min(n - i, 1000)
-    redis.call('ZADD', k, 'LT', unpack(ARGV, a, a + 2 * m - 1))
-    a = a + 2 * m
-    i = i + m
+  local h = tonumber(ARGV[a])
+  local n, flags = floor(h / 8), h % 8
+  a = a + 1
+  local ttl
+  if flags % 2 == 1 then
+    ttl = ARGV[a]
+    a = a + 1
   end
-  if flags % 2 == 1 then redis.call('EXPIRE', k, ttl, 'NX') end
+  if n == 1 then
+    call('ZADD', k, 'LT', ARGV[a], ARGV[a + 1])
+    a = a + 2
+  else
+    local i = 0
+    while i < n do
+      local m = n - i < 1000 and n - i or 1000
+      call('ZADD', k, 'LT', unpack(ARGV, a, a + 2 * m - 1))
+      a = a + 2 * m
+      i = i + m
+    end
+  end
+  if ttl then call('EXPIRE', k, ttl, 'NX') end
   if flags >= 4 then
-    redis.call('ZREMRANGEBYRANK', k, K, -1)
-    local r = redis.call('ZRANGE', k, K - 1, K - 1, 'WITHSCORES')
+    call('ZREMRANGEBYRANK', k, K, -1)
+    local r = call('ZRANGE', k, K - 1, K - 1, 'WITHSCORES')
     out[#out + 1] = r[2] or ''
   end
 end
@@ -223,7 +350,8 @@ export function createBoardWriter(opts: { topK: number; refreshMs?: number } = {
   const expiring = new Set<string>()
   /** Gated board → its K-th stored score (Infinity while it holds fewer than K) and when that was read. */
   const thresholds = new Map<string, { score: number; at: number }>()
-  async function write(redis: Redis, ws: Iterable<BoardWrite> | BoardGroups): Promise<void> {
+  async function write(redis: Redis, ws: Iterable<BoardWrite> | BoardBatch): Promise<void> {
+    const batch = ws instanceof BoardBatch ? ws : groupByBoard(ws)
     const ops: Promise<unknown>[] = []
     const now = Date.now()
     // One socket write for the batch's commands (each sent on its own costs a write call and a
@@ -232,20 +360,21 @@ export function createBoardWriter(opts: { topK: number; refreshMs?: number } = {
     const pipe = isCluster(redis) ? null : redis.pipeline()
     const out: Sink = (pipe as unknown as Sink | null) ?? redis
     /** Writes of boards that share a hash tag (a province's), sent as one script per tag. */
-    const tagged = new Map<string, { keys: string[]; args: (string | number)[]; refresh: { score: number; at: number }[] }>()
-    for (const [key, g] of ws instanceof Map ? ws : groupByBoard(ws)) {
+    const tagged = new Map<string, { keys: string[]; args: string[]; refresh: { score: number; at: number }[] }>()
+    const KText = String(K)
+    for (let b = 0; b < batch.size; b++) {
+      const key = batch.keys[b]
       const gated = key.charCodeAt(0) === 103 // 'g'
       const th = gated ? thresholds.get(key) : undefined
       const theta = th ? th.score : Infinity
-      const pairs: (string | number)[] = []
-      for (const [member, score] of g.members) {
-        if (score > theta) continue // K others are ahead of it for good
-        pairs.push(score, member)
-      }
-      const wrote = pairs.length > 0
-      const ttl = g.period ? PERIOD_TTL_S[g.period] : null
+      let n = 0
+      for (let e = batch.first(b); e >= 0; e = batch.next(e)) if (batch.scoreAt(e) <= theta) n++ // a worse one: K others are ahead of it for good
+      const wrote = n > 0
+      const period = batch.periods[b]
+      const ttl = period ? PERIOD_TTL_S[period] : null
+      const expireAtS = batch.expireAt[b]
       let expire = false
-      if (wrote && (ttl || g.expireAtS) && !expiring.has(key)) {
+      if (wrote && (ttl || expireAtS) && !expiring.has(key)) {
         if (expiring.size > 200_000) expiring.clear()
         expiring.add(key)
         expire = true
@@ -257,19 +386,30 @@ export function createBoardWriter(opts: { topK: number; refreshMs?: number } = {
         thresholds.set(key, refresh)
       }
       if (!wrote && !refresh) continue
-      const tag = hashTag(key)
-      if (tag !== null && g.period && pairs.length < 2 * DIRECT_MIN_MEMBERS) {
+      const tag = batch.tags[b]
+      if (tag !== null && period && n < DIRECT_MIN_MEMBERS) {
         let t = tagged.get(tag)
-        if (!t) tagged.set(tag, (t = { keys: [], args: [K], refresh: [] }))
+        if (!t) tagged.set(tag, (t = { keys: [], args: [KText], refresh: [] }))
         t.keys.push(key)
-        t.args.push(pairs.length / 2, (expire ? 1 : 0) + (refresh ? 4 : 0), ttl ?? 0)
-        for (const v of pairs) t.args.push(v)
+        const args = t.args
+        args.push(String(n * 8 + (expire ? 1 : 0) + (refresh ? 4 : 0)))
+        if (expire) args.push(String(ttl))
+        for (let e = batch.first(b); e >= 0; e = batch.next(e)) if (batch.scoreAt(e) <= theta) args.push(batch.textAt(e), batch.memberAt(e))
         if (refresh) t.refresh.push(refresh)
         continue
       }
-      for (let i = 0; i < pairs.length; i += 2 * MEMBERS_PER_ZADD) ops.push(sendFlat(out, 'zadd', [key, 'LT', ...pairs.slice(i, i + 2 * MEMBERS_PER_ZADD)]))
+      let zadd: string[] = [key, 'LT']
+      for (let e = batch.first(b); e >= 0; e = batch.next(e)) {
+        if (batch.scoreAt(e) > theta) continue
+        if (zadd.length === 2 + 2 * MEMBERS_PER_ZADD) {
+          ops.push(sendFlat(out, 'zadd', zadd))
+          zadd = [key, 'LT']
+        }
+        zadd.push(batch.textAt(e), batch.memberAt(e))
+      }
+      if (zadd.length > 2) ops.push(sendFlat(out, 'zadd', zadd))
       // After the ZADD that creates the key, on the same path (EXPIRE NX on no key does nothing).
-      if (expire) ops.push(ttl ? sendFlat(out, 'expire', [key, ttl, 'NX']) : sendFlat(out, 'expireat', [key, g.expireAtS!, 'NX']))
+      if (expire) ops.push(ttl ? sendFlat(out, 'expire', [key, ttl, 'NX']) : sendFlat(out, 'expireat', [key, expireAtS, 'NX']))
       if (refresh) {
         const entry = refresh
         // After this batch's ZADD on the same connection: what lies past rank K now can never come back.

@@ -11,7 +11,7 @@ import type { Metrics } from '../core/metrics.ts'
 import type { RegionTree } from '../core/regions.ts'
 import type { UserStore } from '../core/store/users.ts'
 import { CONSUMER, ensureConsumer, ensureStream, SUBJECT_LIVE, type LiveNotice } from '../core/stream.ts'
-import { addBoardWrites, createBoardKeys, createBoardWriter, type BoardGroups } from './boards.ts'
+import { addBoardWrites, BoardBatch, createBoardKeys, createBoardWriter } from './boards.ts'
 import { createCampaignFeed } from './campaigns.ts'
 import { createCampaignJobs, type CampaignJobs } from './campaign-jobs.ts'
 import type { CampaignStore } from '../core/store/campaigns.ts'
@@ -132,7 +132,7 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
    * then per event its decision's metrics, board writes (into the batch's groups) and fact row; a
    * dead letter becomes its fact row. Rows in item order; an item's place is (seq, idx).
    */
-  async function handleAll(items: { item: StreamItem; seq: number; idx: number }[], boards: BoardGroups, conn: Redis): Promise<{ fact: FactRow; pendingLive: string[] }[]> {
+  async function handleAll(items: { item: StreamItem; seq: number; idx: number }[], boards: BoardBatch, conn: Redis): Promise<{ fact: FactRow; pendingLive: string[] }[]> {
     const steps: (StepInput & { campaigns: CampaignArg[] })[] = []
     for (const { item, seq, idx } of items) if (item.kind !== 'rejected') steps.push({ ev: item, seq, idx, campaigns: feed.candidates(item) })
     const decisions = await applyUserSteps(conn, steps, win)
@@ -177,7 +177,7 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
     try {
       // After the pull, before any step: campaigns stored before these messages were published are known.
       await feed.refresh()
-      const boards: BoardGroups = new Map()
+      const boards = new BoardBatch()
       const items: { item: StreamItem; seq: number; idx: number }[] = []
       for (const p of pulled) p.items.forEach((item, idx) => items.push({ item, seq: p.m.seq, idx }))
       metrics.batchSize.observe(items.length)

@@ -11,7 +11,7 @@ import { campaignStatus, type CampaignStore } from '../core/store/campaigns.ts'
 import { packCampaignScore } from '../core/scoring.ts'
 import { campaignSums } from './campaign-jobs.ts'
 import { CAMPAIGN_KEEP_S } from './campaigns.ts'
-import { createBoardKeys, createBoardWriter, type BoardGroups } from './boards.ts'
+import { BoardBatch, createBoardKeys, createBoardWriter } from './boards.ts'
 import { rebuildWallets } from '../core/wallet.ts'
 
 /**
@@ -56,7 +56,7 @@ async function deleteDerived(redis: Redis): Promise<number> {
 /** The best k (score, member) pairs seen, in board order (lower stored score first, then member). */
 class TopK {
   private items: [number, string][] = []
-  constructor(private k: number, readonly ttl: number | null) {}
+  constructor(private k: number, readonly ttl: number | null, readonly tag: string | null) {}
   add(score: number, member: string) {
     this.items.push([score, member])
     if (this.items.length >= 4 * this.k) this.cut()
@@ -158,7 +158,18 @@ async function rebuildAll(deps: Parameters<typeof rebuildRedis>[0]): Promise<voi
   const fields = new Map<string, string[]>()
   for (const period of PERIODS) {
     const gated = new Map<string, TopK>()
-    const groups: BoardGroups = new Map()
+    let chunk = new BoardBatch()
+    // Chunks of ~2,000 boards: a board may span two chunks, which ZADD LT makes harmless.
+    const add = (bk: string, tag: string | null, member: string, score: number) => {
+      if (chunk.size >= 2000) {
+        pending.push(chunk)
+        chunk = new BoardBatch()
+      }
+      chunk.add(bk, tag, period, 0, member, score)
+    }
+    const pending: BoardBatch[] = []
+    let boards = 0
+    const write = (c: BoardBatch) => ((boards += c.size), writeBoards(redis, c))
     const ttl = PERIOD_TTL_S[period]
     const minDay = ttl ? isoDay(now - ttl * 1000 - 366 * 86400_000) : '1970-01-01'
     const list = await rows<{ user_id: string; pk: string; s: string; sr: string; p: string; pr: string; region: string; inst: string }>(
@@ -194,28 +205,19 @@ async function rebuildAll(deps: Parameters<typeof rebuildRedis>[0]): Promise<voi
           const bk = bks.key(sc, range.key, metric)
           if (isGated(sc)) {
             let t = gated.get(bk)
-            if (!t) gated.set(bk, (t = new TopK(K, ttl)))
+            if (!t) gated.set(bk, (t = new TopK(K, ttl, bks.tag(sc, range.key))))
             t.add(score, r.user_id)
             continue
           }
-          let g = groups.get(bk)
-          if (!g) groups.set(bk, (g = { period, members: new Map() }))
-          const best = g.members.get(r.user_id)
-          if (best === undefined || score < best) g.members.set(r.user_id, score)
+          add(bk, bks.tag(sc, range.key), r.user_id, score)
         }
       }
+      for (const c of pending.splice(0)) await write(c)
     }
-    for (const [bk, t] of gated) groups.set(bk, { period, members: new Map(t.best().map(([score, member]) => [member, score])) })
-    let chunk: BoardGroups = new Map()
-    for (const [bk, g] of groups) {
-      chunk.set(bk, g)
-      if (chunk.size >= 2000) {
-        await writeBoards(redis, chunk)
-        chunk = new Map()
-      }
-    }
-    await writeBoards(redis, chunk)
-    log.info({ period, rows: list.length, boards: groups.size, gated: gated.size }, 'rebuild: totals and boards written')
+    for (const [bk, t] of gated) for (const [score, member] of t.best()) add(bk, t.tag, member, score)
+    pending.push(chunk)
+    for (const c of pending.splice(0)) await write(c)
+    log.info({ period, rows: list.length, boards, gated: gated.size }, 'rebuild: totals and boards written')
   }
   for (const [user, f] of fields) await w.add((p) => p.hset(keys.user(user), ...f))
   await w.flush()

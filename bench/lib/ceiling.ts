@@ -1,5 +1,5 @@
 import { Redis } from 'ioredis'
-import { addBoardWrites, createBoardKeys, createBoardWriter, type BoardGroups } from '../../aggregator/boards.ts'
+import { addBoardWrites, BoardBatch, createBoardKeys, createBoardWriter } from '../../aggregator/boards.ts'
 import { applyUserSteps, dedupeWindow } from '../../aggregator/user-step.ts'
 import type { Config } from '../../core/config.ts'
 import type { StreamEvent } from '../../core/events.ts'
@@ -104,10 +104,10 @@ export async function runCeiling(opts: {
         nextIdx = Math.min(evs.length, from + batchSize)
         const batch = evs.slice(from, nextIdx)
         const ds = await applyUserSteps(conn, batch.map((ev, j) => ({ ev, seq: seqBase + from + j })), win)
-        const groups: BoardGroups = new Map()
+        const groups = new BoardBatch()
         ds.forEach((d, j) => addBoardWrites(groups, boardKeys, batch[j].user_id, d))
         counted += ds.filter((d) => d.decision === 'counted').length
-        for (const g of groups.values()) writes += g.members.size
+        writes += groups.entries
         await write(conn, groups)
         done += batch.length
         const t = performance.now()
