@@ -72,13 +72,14 @@ export function createBoardKeys(tree: RegionTree) {
     return e
   }
   return {
-    /** The region and national scopes of a communicator's region (town → province, national). */
+    /** The stored boards of a communicator's region: town and county (or her own board), national. */
     regionScopes(regionCode: string): BoardScope[] {
       let sc = lineages.get(regionCode)
       if (!sc) {
         const lineage = tree.lineage(regionCode).map((r) => r.code)
         const codes = lineage.length ? lineage : [regionCode]
-        sc = codes.map((code) => intern('r' + code, () => ({ kind: 'region', code })))
+        // City and province boards are virtual (read from their counties): nothing to write.
+        sc = codes.filter((code) => code.length > 4).map((code) => intern('r' + code, () => ({ kind: 'region', code })))
         // Registered at a province or city code: her unit is that code's own board.
         if (codes[0].length <= 4) sc.push(intern('o' + codes[0], () => ({ kind: 'own', code: codes[0] })))
         sc.push(national)
@@ -336,7 +337,7 @@ const THRESHOLD_REFRESH_MS = 1000
  * several microseconds on top of each member's update, and a county or national board is shared
  * by most users of a batch.
  *
- * Gated boards (g:…, city and above) take a write only when it can be in their top `topK`: its score
+ * Gated boards (g:…: the national board) take a write only when it can be in their top `topK`: its score
  * is at least as good as the board's K-th score, cached here and read again at most once a second.
  * That K-th score can only get better (ZADD LT, and the trim removes only what is below it), so a
  * stale cache lets more through, never less; a skipped communicator has K others ahead of her for

@@ -4,15 +4,16 @@ import { Command, type Redis } from 'ioredis'
 import { evalFlat } from './clients/redis.ts'
 import { badRequest } from './errors.ts'
 import type { RegionTree } from './regions.ts'
-import { boardKey, isGated, type BoardScope, type Metric } from './scoring.ts'
+import { boardKey, isGated, isVirtual, type BoardScope, type Metric } from './scoring.ts'
 
 /**
- * Reads of a board, complete or gated (docs/boards.md). A complete board (town, county,
- * institution, own) is one sorted set read directly. A gated board (city, province, national) is
- * exact in its first K entries; past them, and for its total, it is read from its units: the complete
- * boards that partition it (its counties and the own boards of its province and cities), merged in
- * board order. The units of a province share its hash tag, so one script (board-group.lua) merges a
- * province's units inside Redis, on one slot: a city or province read is one call, a national one 31.
+ * Reads of a board, complete, gated or virtual (docs/boards.md). A complete board (town, county,
+ * institution, own) is one sorted set read directly. The gated national board is exact in its first
+ * K entries; past them, and for its total, it is read from its units: the complete boards that
+ * partition it (the counties and the own boards of provinces and cities), merged in board order. A
+ * virtual board (city, province) is never written: every read of it is such a merge of its units.
+ * The units of a province share its hash tag, so one script (board-group.lua) merges a province's
+ * units inside Redis, on one slot: a city or province read is one call, a national one 31.
  */
 
 /** Stored scores ascending, then member (Redis orders equal scores by member bytes; ids are ASCII). */
@@ -97,7 +98,7 @@ local from = r > n and r - n or 0
 return { card, r, redis.call('ZRANGE', KEYS[1], from, r + n, 'WITHSCORES') }`
 const aroundScript = { lua: AROUND_SCRIPT, sha: createHash('sha1').update(AROUND_SCRIPT).digest('hex') }
 
-/** How long a gated board's total (a sum over its units) is reused: well inside the freshness promise. */
+/** How long a gated or virtual board's total (a sum over its units) is reused: well inside the freshness promise. */
 export const TOTAL_CACHE_MS = 200
 
 const GROUP_SCRIPT = readFileSync(new URL('./board-group.lua', import.meta.url), 'utf8')
@@ -105,8 +106,8 @@ const GROUP_SHA = createHash('sha1').update(GROUP_SCRIPT).digest('hex')
 
 /**
  * The boards one script call reads, all of one province (one hash slot): keys in preorder and their
- * layout, one letter each ('P' a province's gated board, 'C' a city's, 'u' a unit), as
- * board-group.lua reads them; `args` and `head` (its RESP encoding) are the call up to its
+ * layout, one letter each, as board-group.lua reads them (here all 'u', units: no city or province
+ * board is stored to answer for its own); `args` and `head` (its RESP encoding) are the call up to its
  * per-call arguments, built on first use.
  */
 interface Group {
@@ -162,40 +163,31 @@ export function createBoardReader(deps: { redis: Redis; tree: RegionTree; topK: 
   }
 
   /**
-   * The groups of a gated board, cached per board key (the key lists are the client's main cost per
-   * read otherwise). A national board: one group per province, each headed by the province's gated
-   * board (which answers for the whole province when the read lies inside its first K). A province
-   * or a city: one group of its own board and its children (the board itself is known not to answer).
+   * The groups of a gated or virtual board, cached per board key (the key lists are the client's main
+   * cost per read otherwise): its units. A national board: one group per province. A province or a
+   * city: one group, its own board and its counties (a province's also its cities' own and counties).
    */
   const groupCache = new Map<string, Group[]>()
   function groupsOf(b: BoardRef): Group[] {
     let out = groupCache.get(b.key)
     if (out) return out
     const key = (scope: BoardScope) => boardKey(b.metric, scope, b.periodKey)
-    const build = (code: string, head: boolean): Group => {
+    const build = (code: string): Group => {
       const g: Group = { keys: [], layout: '' }
-      const add = (scope: BoardScope, letter: string) => {
+      const add = (scope: BoardScope) => {
         g.keys.push(key(scope))
-        g.layout += letter
+        g.layout += 'u'
       }
-      const city = (c: string, head: boolean) => {
-        if (head) add({ kind: 'region', code: c }, 'C')
-        add({ kind: 'own', code: c }, 'u')
-        for (const x of tree.children(c)) if (x.code.length === 6) add({ kind: 'region', code: x.code }, 'u')
+      const units = (c: string) => {
+        add({ kind: 'own', code: c })
+        const kids = tree.children(c)
+        for (const x of kids) if (x.code.length === 6) add({ kind: 'region', code: x.code })
+        for (const x of kids) if (x.code.length === 4) units(x.code)
       }
-      if (code.length === 4) {
-        city(code, head)
-        return g
-      }
-      if (head) add({ kind: 'region', code }, 'P')
-      // The province's own units before its cities: the layout gives a unit to the gated board before it.
-      const kids = tree.children(code)
-      add({ kind: 'own', code }, 'u')
-      for (const x of kids) if (x.code.length === 6) add({ kind: 'region', code: x.code }, 'u')
-      for (const x of kids) if (x.code.length === 4) city(x.code, true)
+      units(code)
       return g
     }
-    out = b.scope.kind === 'region' ? [build(b.scope.code, false)] : tree.children(null).map((p) => build(p.code, true))
+    out = b.scope.kind === 'region' ? [build(b.scope.code)] : tree.children(null).map((p) => build(p.code))
     if (groupCache.size >= 4096) groupCache.clear()
     groupCache.set(b.key, out)
     return out
@@ -212,11 +204,13 @@ export function createBoardReader(deps: { redis: Redis; tree: RegionTree; topK: 
   }
 
   /** A gated board holding fewer than K entries holds everyone, exactly (nothing was ever skipped). */
-  const isComplete = (b: BoardRef, card: number) => !isGated(b.scope) || card < K
+  const isComplete = (b: BoardRef, card: number) => !isGated(b.scope) || (!isVirtual(b.scope) && card < K)
 
   async function total(b: BoardRef): Promise<number> {
-    const card = await redis.zcard(b.key)
-    if (isComplete(b, card)) return card
+    if (!isVirtual(b.scope)) {
+      const card = await redis.zcard(b.key)
+      if (isComplete(b, card)) return card
+    }
     const now = Date.now()
     let t = totals.get(b.key)
     if (!t || now - t.at > TOTAL_CACHE_MS) {
@@ -287,6 +281,11 @@ export function createBoardReader(deps: { redis: Redis; tree: RegionTree; topK: 
     /** One page: `flat` as ZRANGE WITHSCORES gives it, and the rank of its first entry. */
     async page(b: BoardRef, limit: number, after?: string): Promise<{ flat: string[]; firstRank: number }> {
       const cursor = after ? decodeCursor(after, b.key) : null
+      if (isVirtual(b.scope)) {
+        // From the top: after a place before every stored score.
+        const { entries, before } = await mergedAfter(b, cursor ? cursor[0] : -Number.MAX_VALUE, cursor ? cursor[1] : '', limit)
+        return { flat: flatten(entries), firstRank: before + 1 }
+      }
       const card = await redis.zcard(b.key)
       if (isComplete(b, card)) return cursor ? pageAfter(redis, b.key, cursor[0], cursor[1], limit) : { flat: await redis.zrange(b.key, 0, String(limit - 1), 'WITHSCORES'), firstRank: 1 }
       if (!cursor) {
@@ -319,6 +318,10 @@ export function createBoardReader(deps: { redis: Redis; tree: RegionTree; topK: 
      * her inside a gated board (her county or own board; null when she lies outside it). Rank null: not on it.
      */
     async around(b: BoardRef, user: string, unit: BoardScope | null, around: number): Promise<{ rank: number | null; flat: string[]; firstRank: number }> {
+      if (isVirtual(b.scope)) {
+        const us = unit ? await redis.zscore(boardKey(b.metric, unit, b.periodKey), user) : null
+        return us === null ? { rank: null, flat: [], firstRank: 1 } : aroundMerged(b, user, us, around)
+      }
       const [[, card], [, rank], [, gs], [, us]] = (await redis
         .pipeline()
         .zcard(b.key)
@@ -334,23 +337,28 @@ export function createBoardReader(deps: { redis: Redis; tree: RegionTree; topK: 
       if (us === null || !unit) return { rank: null, flat: [], firstRank: 1 }
       // In the exact first K with her current score, and her neighbours too: read the gated board.
       if (rank !== null && gs === us && rank + around < K) return direct(rank)
-      // Each group: entries before her, and its `around` nearest each side (nearest first).
-      const replies = (await Promise.all(groupsOf(b).map((g) => runGroup(g, 'a', us, user, around)))) as [number, string[], string[]][]
-      const score = Number(us)
-      let before = 0
-      const ahead: Entry[] = []
-      const behind: Entry[] = []
-      for (const [n, a, bh] of replies) {
-        before += Number(n)
-        ahead.push(...pairs(a))
-        behind.push(...pairs(bh))
-      }
-      ahead.sort(cmp)
-      behind.sort(cmp)
-      const near = ahead.slice(Math.max(0, ahead.length - around))
-      const flat = flatten([...near, [score, user], ...behind.slice(0, around)])
-      return { rank: before + 1, flat, firstRank: before + 1 - near.length }
+      return aroundMerged(b, user, us, around)
     },
+  }
+
+  /** Her rank and neighbours merged from the units, her score there being `us`. */
+  async function aroundMerged(b: BoardRef, user: string, us: string, around: number): Promise<{ rank: number | null; flat: string[]; firstRank: number }> {
+    // Each group: entries before her, and its `around` nearest each side (nearest first).
+    const replies = (await Promise.all(groupsOf(b).map((g) => runGroup(g, 'a', us, user, around)))) as [number, string[], string[]][]
+    const score = Number(us)
+    let before = 0
+    const ahead: Entry[] = []
+    const behind: Entry[] = []
+    for (const [n, a, bh] of replies) {
+      before += Number(n)
+      ahead.push(...pairs(a))
+      behind.push(...pairs(bh))
+    }
+    ahead.sort(cmp)
+    behind.sort(cmp)
+    const near = ahead.slice(Math.max(0, ahead.length - around))
+    const flat = flatten([...near, [score, user], ...behind.slice(0, around)])
+    return { rank: before + 1, flat, firstRank: before + 1 - near.length }
   }
 }
 export type BoardReader = ReturnType<typeof createBoardReader>
