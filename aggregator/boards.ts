@@ -78,8 +78,8 @@ export function createBoardKeys(tree: RegionTree) {
       if (!sc) {
         const lineage = tree.lineage(regionCode).map((r) => r.code)
         const codes = lineage.length ? lineage : [regionCode]
-        // City and province boards are virtual (read from their counties): nothing to write.
-        sc = codes.filter((code) => code.length > 4).map((code) => intern('r' + code, () => ({ kind: 'region', code })))
+        // City boards are virtual (read from their counties): nothing to write.
+        sc = codes.filter((code) => code.length !== 4).map((code) => intern('r' + code, () => ({ kind: 'region', code })))
         // Registered at a province or city code: her unit is that code's own board.
         if (codes[0].length <= 4) sc.push(intern('o' + codes[0], () => ({ kind: 'own', code: codes[0] })))
         sc.push(national)

@@ -172,22 +172,24 @@ export function createBoardReader(deps: { redis: Redis; tree: RegionTree; topK: 
     let out = groupCache.get(b.key)
     if (out) return out
     const key = (scope: BoardScope) => boardKey(b.metric, scope, b.periodKey)
-    const build = (code: string): Group => {
+    const build = (code: string, head: boolean): Group => {
       const g: Group = { keys: [], layout: '' }
-      const add = (scope: BoardScope) => {
+      const add = (scope: BoardScope, letter: string) => {
         g.keys.push(key(scope))
-        g.layout += 'u'
+        g.layout += letter
       }
       const units = (c: string) => {
-        add({ kind: 'own', code: c })
+        add({ kind: 'own', code: c }, 'u')
         const kids = tree.children(c)
-        for (const x of kids) if (x.code.length === 6) add({ kind: 'region', code: x.code })
+        for (const x of kids) if (x.code.length === 6) add({ kind: 'region', code: x.code }, 'u')
         for (const x of kids) if (x.code.length === 4) units(x.code)
       }
+      // In a national read a province's gated board stands in for its units when it can (board-group.lua).
+      if (head) add({ kind: 'region', code }, 'P')
       units(code)
       return g
     }
-    out = b.scope.kind === 'region' ? [build(b.scope.code)] : tree.children(null).map((p) => build(p.code))
+    out = b.scope.kind === 'region' ? [build(b.scope.code, false)] : tree.children(null).map((p) => build(p.code, true))
     if (groupCache.size >= 4096) groupCache.clear()
     groupCache.set(b.key, out)
     return out

@@ -69,17 +69,17 @@ export function scopeTag(s: BoardScope): string {
 /**
  * Which boards hold every member, which only who can be in their top K, and which are not stored
  * (docs/boards.md). Town, county, institution and "own" boards are complete (b:…): every counted
- * communicator, her exact score. The national board is gated (g:…): a write goes up only when it can
- * be in the top K, so its first K entries are exactly the top K; the rest is read by merging its
- * units, the complete boards that partition it (counties and own boards). City and province boards
- * are virtual: never written, always read by merging their units (a few dozen to ~200 counties), so
- * a counted event writes 2 × 5 fewer boards of each. `isGated` is true for both kinds that are not
- * one complete sorted set.
+ * communicator, her exact score. Province and national boards are gated (g:…): a write goes up only
+ * when it can be in the top K, so their first K entries are exactly the top K; the rest is read by
+ * merging their units, the complete boards that partition them (counties and own boards). City
+ * boards are virtual: never written, always read by merging their units (≈ 10 counties), so a
+ * counted event writes 2 × 5 fewer boards. `isGated` is true for every board that is not one
+ * complete sorted set (gated or virtual).
  */
-export const isGated = (s: BoardScope): boolean => s.kind === 'national' || isVirtual(s)
+export const isGated = (s: BoardScope): boolean => s.kind === 'national' || (s.kind === 'region' && s.code.length <= 4)
 
-/** A city or province board: read from its units only (see isGated). */
-export const isVirtual = (s: BoardScope): boolean => s.kind === 'region' && s.code.length <= 4
+/** A city board: read from its units only (see isGated). */
+export const isVirtual = (s: BoardScope): boolean => s.kind === 'region' && s.code.length === 4
 
 /**
  * The Redis Cluster hash tag of a board: county, city and province boards and own boards carry their
