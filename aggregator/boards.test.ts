@@ -3,10 +3,10 @@ import type { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { StreamEvent } from '../core/events.ts'
 import { loadRegionTree } from '../core/regions.ts'
-import { boardWrites, createBoardWriter, DIRECT_MIN_MEMBERS, groupByBoard, type BoardWrite } from './boards.ts'
+import { addBoardWrites, BoardBatch, boardWrites, createBoardKeys, createBoardWriter, DIRECT_MIN_MEMBERS, groupByBoard, type BoardWrite } from './boards.ts'
 import { startStepRedis, type StepRedis } from '../test/redis.ts'
-import { applyUserStep, dedupeGen, dedupeWindow, fingerprint } from './user-step.ts'
-import { keys } from '../core/keys.ts'
+import { applyUserStep, applyUserSteps, dedupeGen, dedupeWindow, fingerprint, type Decision } from './user-step.ts'
+import { cacheUsers, keys } from '../core/keys.ts'
 import { compactDay } from '../core/time.ts'
 
 let r: StepRedis
@@ -172,5 +172,78 @@ describe('groupByBoard', () => {
       await write(redis, [at('w1', -25), at('w2', -45)])
       expect(await redis.zrange(key, '0', '-1'), key).toEqual(['k1', 'w2', 'k2', 'k3'])
     }
+  })
+})
+
+describe('the fan-out of town, county and own boards', () => {
+  it('leaves every board, score and TTL exactly as one write per board would', async () => {
+    // Communicators of towns in two provinces, of a county, and registered at a city and a province
+    // code (their own boards), half in institutions; share-backs and sign-ins, late ones (yesterday's
+    // day board), resends and redeliveries, in batches.
+    const town = (p: string) => {
+      const city = tree.children(p).find((c) => c.code.length === 4)!
+      const county = tree.children(city.code).find((c) => c.code.length === 6)!
+      return [tree.children(county.code)[0].code, county.code, city.code]
+    }
+    const [t43, c43, city43] = town('43')
+    const [t44] = town('44')
+    const regions = [t43, t43, t44, t44, c43, city43, '43']
+    const users = regions.map((region_code, i) => ({ id: `fan${i}`, phone: '', real_name: `fan${i}`, region_code, kind: '个人用户', institution_id: i % 2 ? 'inst-fan' : '', certified_at: 0, ix: 100 + i, created_at: 0, updated_at: 0 }))
+    await cacheUsers(redis, users)
+    let x = 11
+    const rand = () => ((x = (x * 48271) % 2147483647) / 2147483647)
+    const batches: { user: string; d: Decision }[][] = []
+    const sent: StreamEvent[] = []
+    const seqOf = new Map<string, number>()
+    let seq = 20_000
+    for (let b = 0; b < 6; b++) {
+      const steps: { ev: StreamEvent; seq: number }[] = []
+      for (let i = 0; i < 30; i++) {
+        const again = sent.length && rand() < 0.15 ? sent[Math.floor(rand() * sent.length)] : null
+        const ts = now - Math.floor(rand() * 3) * 86400_000 - Math.floor(rand() * 60_000)
+        const e = again ?? { ...ev(users[Math.floor(rand() * users.length)].id, ts), type: rand() < 0.7 ? 'share_back' : 'signin' }
+        if (!again) sent.push(e)
+        // A resend comes under a new sequence (a duplicate), a redelivery under its own (a repeat).
+        const s = again && rand() < 0.5 ? seqOf.get(e.id)! : ++seq
+        seqOf.set(e.id, seqOf.get(e.id) ?? s)
+        steps.push({ ev: e, seq: s })
+      }
+      const ds = await applyUserSteps(redis, steps, win)
+      batches.push(ds.map((d, i) => ({ user: steps[i].ev.user_id, d })))
+    }
+    const statuses = new Set(batches.flat().map(({ d }) => d.status))
+    expect(statuses).toEqual(new Set(['new', 'repeat', 'dup']))
+
+    const snapshot = async () => {
+      const out: Record<string, { members: string[]; expires: boolean }> = {}
+      for (const k of [...(await redis.keys('b:*')), ...(await redis.keys('g:*'))].sort()) out[k] = { members: await redis.zrange(k, 0, '-1', 'WITHSCORES'), expires: (await redis.ttl(k)) > 0 }
+      return out
+    }
+    const clear = async () => {
+      const ks = [...(await redis.keys('b:*')), ...(await redis.keys('g:*'))]
+      if (ks.length) await redis.del(...ks)
+    }
+    await clear()
+    const bk = createBoardKeys(tree)
+    const fanned = createBoardWriter({ topK: 3, refreshMs: 0 })
+    let fanEntries = 0
+    for (const batch of batches) {
+      const bb = new BoardBatch()
+      for (const { user, d } of batch) addBoardWrites(bb, bk, user, d)
+      fanEntries += bb.fan.entries
+      await fanned(redis, bb)
+    }
+    const viaFan = await snapshot()
+    await clear()
+    const plain = createBoardWriter({ topK: 3, refreshMs: 0 })
+    for (const batch of batches) await plain(redis, batch.flatMap(({ user, d }) => boardWrites(user, d, bk)))
+    const viaBoards = await snapshot()
+
+    expect(fanEntries).toBeGreaterThan(0)
+    // Town, county and own boards of both provinces, and yesterday's day boards, all written.
+    for (const k of [`b:s:{43}r${t43}:`, `b:s:{44}r${t44}:`, `b:p:{43}r${c43}:`, `b:s:{43}o${city43}:`, 'b:s:{43}o43:']) expect(Object.keys(viaFan).some((key) => key.startsWith(k)), k).toBe(true)
+    expect(new Set(Object.keys(viaFan).filter((k) => k.includes(':d')).map((k) => k.split(':d')[1])).size).toBeGreaterThan(1)
+    expect(viaFan).toEqual(viaBoards)
+    await clear()
   })
 })

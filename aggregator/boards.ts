@@ -3,7 +3,7 @@ import type { Redis } from 'ioredis'
 import { evalFlat, isCluster, sendFlat, type Sink } from '../core/clients/redis.ts'
 import type { RegionTree } from '../core/regions.ts'
 import { keys } from '../core/keys.ts'
-import { boardKey, DEFAULT_TOP_K, packCampaignScore, PERIOD_TTL_S, packScore, type BoardScope, type Metric } from '../core/scoring.ts'
+import { boardKey, DEFAULT_TOP_K, isGated, packCampaignScore, PERIOD_TTL_S, packScore, scopeTag, slotTag, type BoardScope, type Metric } from '../core/scoring.ts'
 import type { Campaign } from '../core/store/campaigns.ts'
 import { CAMPAIGN_KEEP_S } from './campaigns.ts'
 import type { Period } from '../core/time.ts'
@@ -71,19 +71,46 @@ export function createBoardKeys(tree: RegionTree) {
     }
     return e
   }
+  const unitCache = new Map<string, Units | null>()
+  const restCache = new Map<string, BoardScope[]>()
+  function regionScopes(regionCode: string): BoardScope[] {
+    let sc = lineages.get(regionCode)
+    if (!sc) {
+      const lineage = tree.lineage(regionCode).map((r) => r.code)
+      const codes = lineage.length ? lineage : [regionCode]
+      // City boards are virtual (read from their counties): nothing to write.
+      sc = codes.filter((code) => code.length !== 4).map((code) => intern('r' + code, () => ({ kind: 'region', code })))
+      // Registered at a province or city code: her unit is that code's own board.
+      if (codes[0].length <= 4) sc.push(intern('o' + codes[0], () => ({ kind: 'own', code: codes[0] })))
+      sc.push(national)
+      lineages.set(regionCode, sc)
+    }
+    return sc
+  }
   return {
-    /** The stored boards of a communicator's region: town and county (or her own board), national. */
-    regionScopes(regionCode: string): BoardScope[] {
-      let sc = lineages.get(regionCode)
+    /**
+     * A region's complete province-tagged boards (town and county, or the own board), as what their
+     * keys hold between `b:<metric>:` and `:<period>` (`{43}r430623110`), for the fan-out; null when it
+     * has none (an unknown code).
+     */
+    units(regionCode: string): Units | null {
+      let u = unitCache.get(regionCode)
+      if (u === undefined) {
+        const scopes = regionScopes(regionCode).filter(isFannedOut)
+        u = scopes.length ? { id: regionCode, tag: slotTag(scopes[0]), scopes: scopes.map((sc) => scopeTag(sc)) } : null
+        if (unitCache.size >= MAX_SCOPES) unitCache.clear()
+        unitCache.set(regionCode, u)
+      }
+      return u
+    },
+    /** The stored boards of a communicator's region: town and county (or her own board), province, national. */
+    regionScopes,
+    /** The same but the fanned-out ones (see `units`): the gated province and national boards. */
+    restScopes(regionCode: string): BoardScope[] {
+      let sc = restCache.get(regionCode)
       if (!sc) {
-        const lineage = tree.lineage(regionCode).map((r) => r.code)
-        const codes = lineage.length ? lineage : [regionCode]
-        // City boards are virtual (read from their counties): nothing to write.
-        sc = codes.filter((code) => code.length !== 4).map((code) => intern('r' + code, () => ({ kind: 'region', code })))
-        // Registered at a province or city code: her unit is that code's own board.
-        if (codes[0].length <= 4) sc.push(intern('o' + codes[0], () => ({ kind: 'own', code: codes[0] })))
-        sc.push(national)
-        lineages.set(regionCode, sc)
+        if (restCache.size >= MAX_SCOPES) restCache.clear()
+        restCache.set(regionCode, (sc = regionScopes(regionCode).filter((x) => !isFannedOut(x))))
       }
       return sc
     },
@@ -102,14 +129,27 @@ export function createBoardKeys(tree: RegionTree) {
 }
 export type BoardKeys = ReturnType<typeof createBoardKeys>
 
-/** Every board write of one decision, as emit(key, tag, period, score, score as text, expireAtS). */
-function emitBoardWrites(bk: BoardKeys, d: Decision, campaign: (id: string) => Campaign | undefined, emit: Emit): void {
+/** The boards whose writes a batch hands to Redis as scores per event (`UnitFanout`): complete and province-tagged. */
+const isFannedOut = (s: BoardScope): boolean => s.kind === 'own' || (s.kind === 'region' && !isGated(s))
+
+/** A region's fanned-out boards: their hash tag and each one's `{tag}scope` part of the key. */
+export interface Units {
+  id: string
+  tag: string
+  scopes: string[]
+}
+
+/** Every board write of one decision, as emit(key, tag, period, score, score as text, expireAtS). With `fan`, the
+ * fanned-out boards (town, county, own) go to it as one score per (period, metric) instead. */
+function emitBoardWrites(bk: BoardKeys, d: Decision, campaign: (id: string) => Campaign | undefined, emit: Emit, fan?: { to: UnitFanout; member: string }): void {
   if (d.decision !== 'counted' || !d.region_code) return
-  const regionScopes = bk.regionScopes(d.region_code)
+  const units = fan ? bk.units(d.region_code) : null
+  const regionScopes = units ? bk.restScopes(d.region_code) : bk.regionScopes(d.region_code)
   const inst = d.institution_id ? bk.institutionScope(d.institution_id) : null
   // A new event changes the metrics it added to; a redelivery rewrites every board it touches.
   const shares = d.status === 'repeat' || (d.status === 'new' && d.shares > 0)
   const points = d.status === 'repeat' || (d.status === 'new' && d.points > 0)
+  if (units) fan!.to.begin(units, fan!.member)
   for (const t of d.totals) {
     for (let mi = 0; mi < 2; mi++) {
       if (mi === 0 ? !shares : !points) continue
@@ -118,6 +158,7 @@ function emitBoardWrites(bk: BoardKeys, d: Decision, campaign: (id: string) => C
       const score = packScore(t.period, t.startMs, v.count, v.reachedAt)
       // One text per score, however many boards it goes to (what ioredis would make of the number).
       const text = String(score)
+      if (units) fan!.to.score(t.key, t.period, mi, text)
       for (const s of regionScopes) {
         const e = bk.entry(s, t.key)
         emit(mi === 0 ? e[0] : e[1], e[2], t.period, score, text)
@@ -128,6 +169,7 @@ function emitBoardWrites(bk: BoardKeys, d: Decision, campaign: (id: string) => C
       }
     }
   }
+  if (units) fan!.to.end()
   // Each campaign's board holds its metric only.
   for (const ct of d.campaigns) {
     const c = campaign(ct.id)
@@ -150,10 +192,126 @@ export function boardWrites(userId: string, d: Decision, tree: RegionTree | Boar
   return out
 }
 
-/** Adds one decision's board writes to a batch (the aggregator's hot path). */
+/** Adds one decision's board writes to a batch (the aggregator's hot path): town, county and own boards to its fan-out. */
 export function addBoardWrites(batch: BoardBatch, bk: BoardKeys, userId: string, d: Decision, campaign: (id: string) => Campaign | undefined = noCampaign): void {
-  emitBoardWrites(bk, d, campaign, (key, tag, period, score, text, expireAtS) => batch.add(key, tag, period, expireAtS ?? 0, userId, score, text))
+  emitBoardWrites(bk, d, campaign, (key, tag, period, score, text, expireAtS) => batch.add(key, tag, period, expireAtS ?? 0, userId, score, text), { to: batch.fan, member: userId })
 }
+
+/** A province's fanned-out writes of one batch: the script's arguments, built as the events come. */
+interface FanGroup {
+  codes: Map<string, number>
+  /** Per region code (in index order): how many boards, then their scope parts. */
+  units: string[]
+  slots: Map<string, number>
+  /** Per slot (in index order): period key, TTL ('' for none). */
+  periods: string[]
+  /** Per event: member, code index, n, then n × (slot × 2 + metric, score). */
+  events: string[]
+}
+
+/**
+ * The writes of a batch to the complete province-tagged boards (town, county, own), held as what they
+ * are: per event one score per (period, metric), which the fan-out script writes to each of the
+ * event's boards. A counted share's 20 such entries cost this process 13 arguments instead of 60
+ * (key, score and member each), and Redis builds the keys itself (all in the province's slot).
+ * Nothing is merged here: ZADD LT keeps the best score whatever comes twice.
+ */
+export class UnitFanout {
+  readonly groups = new Map<string, FanGroup>()
+  /** (board, member) entries written, before any dedupe. */
+  entries = 0
+  private g: FanGroup | null = null
+  private at = 0
+  private n = 0
+  private width = 0
+
+  begin(u: Units, member: string): void {
+    let g = this.groups.get(u.tag)
+    if (!g) this.groups.set(u.tag, (g = { codes: new Map(), units: [], slots: new Map(), periods: [], events: [] }))
+    let c = g.codes.get(u.id)
+    if (c === undefined) {
+      c = g.codes.size
+      g.codes.set(u.id, c)
+      g.units.push(String(u.scopes.length), ...u.scopes)
+    }
+    g.events.push(member, String(c), '')
+    this.g = g
+    this.at = g.events.length - 1
+    this.n = 0
+    this.width = u.scopes.length
+  }
+
+  score(periodKey: string, period: Period, metric: number, text: string): void {
+    const g = this.g!
+    let s = g.slots.get(periodKey)
+    if (s === undefined) {
+      s = g.slots.size
+      g.slots.set(periodKey, s)
+      const ttl = PERIOD_TTL_S[period]
+      g.periods.push(periodKey, ttl ? String(ttl) : '')
+    }
+    g.events.push(String(s * 2 + metric), text)
+    this.n++
+    this.entries += this.width
+  }
+
+  end(): void {
+    const g = this.g!
+    if (this.n) g.events[this.at] = String(this.n)
+    else g.events.length -= 3
+    this.g = null
+  }
+}
+
+/**
+ * The fan-out: KEYS[1] `b:{43}` (never written: it names the slot), then ARGV as UnitFanout builds
+ * them. Every key it writes carries the same hash tag, so on a Cluster it stays on the slot's node.
+ * A ZADD that adds a member may have made the key: then its TTL (EXPIRE NX leaves an existing one).
+ */
+const FAN_OUT = `
+local tag = string.sub(KEYS[1], 3)
+local call = redis.call
+local a = 1
+local units = {}
+local nc = tonumber(ARGV[a])
+a = a + 1
+for c = 0, nc - 1 do
+  local n = tonumber(ARGV[a])
+  local u = {}
+  for j = 1, n do u[j] = tag .. ARGV[a + j] end
+  units[c] = u
+  a = a + n + 1
+end
+local ns = tonumber(ARGV[a])
+a = a + 1
+local suffix, ttl = {}, {}
+for s = 0, ns - 1 do
+  suffix[s] = ':' .. ARGV[a]
+  ttl[s] = tonumber(ARGV[a + 1])
+  a = a + 2
+end
+local prefix = { [0] = 'b:s:', [1] = 'b:p:' }
+local last = #ARGV
+while a <= last do
+  local m, u, n = ARGV[a], units[tonumber(ARGV[a + 1])], tonumber(ARGV[a + 2])
+  a = a + 3
+  for i = 1, n do
+    local h = tonumber(ARGV[a])
+    local score = ARGV[a + 1]
+    a = a + 2
+    local metric = h % 2
+    local s = (h - metric) / 2
+    local p, sf, t = prefix[metric], suffix[s], ttl[s]
+    for j = 1, #u do
+      local k = p .. u[j] .. sf
+      if call('ZADD', k, 'LT', score, m) == 1 and t then call('EXPIRE', k, t, 'NX') end
+    end
+  end
+end
+return 0
+`
+const fanOutScript = { lua: FAN_OUT, sha: createHash('sha1').update(FAN_OUT).digest('hex') }
+
 
 /** Members a board holds before the batch looks a member up in a map rather than along its list. */
 const SCAN_MAX = 8
@@ -165,6 +323,8 @@ const SCAN_MAX = 8
  * and an object; its entries are a list linked backwards through the entry arrays.
  */
 export class BoardBatch {
+  /** The town, county and own boards' writes of addBoardWrites, apart (see UnitFanout). */
+  readonly fan = new UnitFanout()
   private readonly index = new Map<string, number>()
   readonly keys: string[] = []
   readonly tags: (string | null)[] = []
@@ -421,6 +581,10 @@ export function createBoardWriter(opts: { topK: number; refreshMs?: number } = {
           }),
         )
       }
+    }
+    for (const [tag, g] of batch.fan.groups) {
+      const args = [String(g.codes.size)].concat(g.units, String(g.slots.size), g.periods, g.events)
+      ops.push(evalFlat(out, fanOutScript, ['b:' + tag], args, redis))
     }
     for (const t of tagged.values()) {
       ops.push(

@@ -79,7 +79,7 @@ try {
     client += c.user + c.system
     server_ += redisCpu() - r0
     counted += ds.filter((d) => d.decision === 'counted').length
-    entries += batch instanceof Map ? [...batch.values()].reduce((s: number, g: any) => s + g.members.size, 0) : batch.entries
+    entries += batch instanceof Map ? [...batch.values()].reduce((s: number, g: any) => s + g.members.size, 0) : batch.entries + (batch.fan?.entries ?? 0)
   }
   console.log(`${opt.events} events measured after ${opt.warm} (national mix, ${opt.users} communicators), batches of ${opt.batch}; ${counted} counted`)
   console.log(`board entries collected: ${round(entries / opt.events, 1)} per event (before the gate)`)
