@@ -66,6 +66,8 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
    * ack_wait would come back as redeliveries: under a backlog most of the work would be repeats.
    */
   const MAX_QUEUED = (BATCHES_IN_FLIGHT + 1) * MAX_BATCH
+  /** Messages the consumer may hold beyond that queue (see subscribe). */
+  const PREFETCH_MESSAGES = 16
   const win = dedupeWindow(config.events.maxAgeMs, config.events.maxFutureMs)
   const boardKeys = createBoardKeys(tree)
   const feed = createCampaignFeed(deps.campaigns)
@@ -295,9 +297,21 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
 
   async function subscribe(): Promise<ConsumerMessages> {
     const consumer = await js.consumers.get(config.nats.stream, CONSUMER)
-    // Pulled by bytes, not messages: a message may hold one event or a thousand. 2 MiB is a few
-    // thousand events, worked through well inside ack_wait.
-    return consumer.consume({ max_bytes: 2 * 1024 * 1024 })
+    // Pulled by messages, not bytes. A byte-limited pull ends with a 409 when the next message does
+    // not fit what is left of it, and nats.js then waits for two missed heartbeats before it pulls
+    // again: counting stood still for 30 s at a time under a mix of large and one-event messages
+    // (bench freshness stage on nats-server 2.9). A message holds 1 to 1,000 events, so 16 of them
+    // ahead of the queue below stay well inside ack_wait; a missed heartbeat is noticed within 2 s.
+    const ms = await consumer.consume({ max_messages: PREFETCH_MESSAGES, idle_heartbeat: 1_000 })
+    void watch(ms)
+    return ms
+  }
+
+  /** What the consumer reports that means counting waited: worth a line in the log. */
+  async function watch(ms: ConsumerMessages) {
+    for await (const n of ms.status()) {
+      if (n.type === 'heartbeats_missed' || n.type === 'exceeded_limits' || n.type === 'consumer_not_found' || n.type === 'stream_not_found') log.warn({ notice: n }, 'stream consumer: pulls interrupted')
+    }
   }
 
   async function consume(ms: ConsumerMessages) {
