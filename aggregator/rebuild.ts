@@ -152,7 +152,9 @@ async function rebuildAll(deps: Parameters<typeof rebuildRedis>[0]): Promise<voi
   // 2. Each user's totals per period, and the boards from them. A gated board gets its top K only,
   // what live writes would have let through (see createBoardWriter), chosen here in memory. Boards
   // are written as live batches are: one ZADD per board with all its members; each communicator's
-  // fields in one HSET at the end.
+  // fields in one HSET at the end. Rows come by region (and institution): a chunk then holds whole
+  // town and county boards, a few ZADDs of many members, rather than one member for each of
+  // thousands of boards (which costs Redis and this process per board, as a live batch does).
   const writeBoards = createBoardWriter({ topK: K })
   const bks = createBoardKeys(tree)
   const fields = new Map<string, string[]>()
@@ -179,7 +181,8 @@ async function rebuildAll(deps: Parameters<typeof rebuildRedis>[0]): Promise<voi
               sum(points) AS p, maxIf(toUnixTimestamp64Milli(ts), points > 0) AS pr,
               argMax(region_code, stream_seq) AS region, argMax(institution_id, stream_seq) AS inst
        FROM facts FINAL WHERE decision = 'counted' AND day >= {minDay:Date}
-       GROUP BY user_id, pk`,
+       GROUP BY user_id, pk
+       ORDER BY region, inst, user_id, pk`,
       { minDay },
     )
     for (const r of list) {
