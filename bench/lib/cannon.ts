@@ -13,8 +13,13 @@ export interface ReadResult {
   timeouts: number
 }
 
-/** One autocannon run; latencies are taken from its per-response event (sub-millisecond). */
-export function cannon(base: string, token: string, connections: number, seconds: number, path: () => string): Promise<ReadResult> {
+/**
+ * One autocannon run; latencies are taken from its per-response event (sub-millisecond). Without
+ * `rate` a closed loop (each connection sends its next request on the last answer: the service's
+ * capacity, and latencies of a saturated service); with it, at most `rate` requests a second over
+ * all connections (autocannon's overallRate): latencies at that load.
+ */
+export function cannon(base: string, token: string, connections: number, seconds: number, path: () => string, rate = 0): Promise<ReadResult> {
   return new Promise((res, rej) => {
     const lat: number[] = []
     const inst = autocannon(
@@ -22,6 +27,7 @@ export function cannon(base: string, token: string, connections: number, seconds
         url: base,
         connections,
         duration: seconds,
+        ...(rate > 0 ? { overallRate: rate } : {}),
         headers: { authorization: `Bearer ${token}` },
         requests: [{ method: 'GET', setupRequest: (req) => ({ ...req, path: path() }) }],
       },

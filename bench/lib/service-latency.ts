@@ -66,3 +66,27 @@ export function serviceLatency(before: Buckets, after: Buckets, route = busiestR
   const i5 = les.indexOf(0.005)
   return { route, requests: n, p50: Math.round(q(0.5) * 100) / 100, p99: Math.round(q(0.99) * 100) / 100, within5ms: n && i5 >= 0 ? Math.round((1000 * cum[i5]) / n) / 1000 : NaN }
 }
+
+/** Garbage collection so far, by kind (major, minor, …): pauses and their total ms (prom-client's default metric). */
+export type GcTotals = Record<string, { n: number; ms: number }>
+
+export async function gcSnapshot(base: string): Promise<GcTotals> {
+  const text = await (await fetch(`${base}/metrics`)).text()
+  const out: GcTotals = {}
+  for (const m of text.matchAll(/^nodejs_gc_duration_seconds_(sum|count)\{kind="(\w+)"\} (\S+)$/gm)) {
+    const k = (out[m[2]] ??= { n: 0, ms: 0 })
+    if (m[1] === 'sum') k.ms += Number(m[3]) * 1000
+    else k.n += Number(m[3])
+  }
+  return out
+}
+
+/** What collected between two snapshots: "major 3 × 41.2 ms, minor 120 × 1.1 ms". */
+export function gcBetween(before: GcTotals, after: GcTotals): { [kind: string]: { n: number; avg_ms: number } } {
+  const out: { [kind: string]: { n: number; avg_ms: number } } = {}
+  for (const [k, a] of Object.entries(after)) {
+    const n = a.n - (before[k]?.n ?? 0)
+    if (n > 0) out[k] = { n, avg_ms: Math.round((100 * (a.ms - (before[k]?.ms ?? 0))) / n) / 100 }
+  }
+  return out
+}

@@ -87,8 +87,9 @@ export async function startService(opts: { logLevel: string; extraEnv?: Record<s
   // With a profile dir the service runs in this node child itself, under the V8 CPU profiler (a
   // .cpuprofile is written there when it exits; open it in Chrome DevTools or speedscope).
   const args = opts.profileDir ? ['--cpu-prof', '--cpu-prof-dir', opts.profileDir, '--import', 'tsx', 'main.ts'] : [require.resolve('tsx/cli'), 'main.ts']
-  // The node flags `npm start` and the Dockerfile give the service (tsx passes NODE_OPTIONS on).
-  env.NODE_OPTIONS = [process.env.NODE_OPTIONS, '--max-semi-space-size=64'].filter(Boolean).join(' ')
+  // The node flags `npm start` and the Dockerfile give the service (tsx passes NODE_OPTIONS on);
+  // the bench's own NODE_OPTIONS come after them, so they can override (the last flag wins).
+  env.NODE_OPTIONS = ['--max-semi-space-size=64', process.env.NODE_OPTIONS].filter(Boolean).join(' ')
   const wrapper = spawn(process.execPath, args, {
     cwd: root,
     env,
