@@ -28,7 +28,7 @@ import { cannon } from './lib/cannon.ts'
 import { runCeiling } from './lib/ceiling.ts'
 import { CpuMeter, MemorySampler } from './lib/proc.ts'
 import { boardMemory, commandStats, commandStatsPerEvent, dedupeMemory, infoKeys, infoMemory, userStateMemory } from './lib/redis-memory.ts'
-import { gcBetween, gcSnapshot, latencySnapshot, serviceLatency } from './lib/service-latency.ts'
+import { gcBetween, metricsSnapshot, serviceLatency } from './lib/service-latency.ts'
 import { ingestAlone } from './lib/ingest-alone.ts'
 import { NATIONAL_MIX, nationalRoster, NationalPlanner, planReads, writeHistory } from './lib/national.ts'
 import { startService, type RunningService } from './lib/service.ts'
@@ -458,7 +458,7 @@ async function main() {
       if (r.status !== 200) throw new Error(`GET ${path}: ${r.status}`)
       const k = levelOf(path)
       const ms = performance.now() - t0
-      times.set(k, [...(times.get(k) ?? []), ms])
+      ;(times.get(k) ?? times.set(k, []).get(k)!).push(ms)
       each.push([ms, path])
     }
     const slowest = each.sort((a, b) => b[0] - a[0]).slice(0, 5)
@@ -475,12 +475,12 @@ async function main() {
   const readRun = async (name: string, paths: () => string) => {
     const once = async (rate: number) => {
       meter.reset()
-      const [before, gc0] = await Promise.all([latencySnapshot(svc!.base), gcSnapshot(svc!.base)])
+      const m0 = await metricsSnapshot(svc!.base)
       const r = await cannon(svc!.base, api.appKey, opt.readConnections, opt.readSeconds, paths, rate)
       const used = meter.read()
-      const [after, gc1] = await Promise.all([latencySnapshot(svc!.base), gcSnapshot(svc!.base)])
-      const service = serviceLatency(before, after)
-      const gc = gcBetween(gc0, gc1)
+      const m1 = await metricsSnapshot(svc!.base)
+      const service = serviceLatency(m0.buckets, m1.buckets)
+      const gc = gcBetween(m0.gc, m1.gc)
       progress('reads', `${name}${rate ? ` at ${fmtInt(rate)} req/s` : ''}: ${fmtInt(r.rps)} req/s, p50 ${r.p50} ms, p99 ${r.p99} ms, non-2xx ${r.non2xx}; service-side p50 ${service.p50} ms, p99 ${service.p99} ms; GC ${Object.entries(gc).map(([k, v]) => `${k} ${v.n} × ${v.avg_ms} ms`).join(', ')}`)
       return { r: { ...r, service, gc }, used }
     }

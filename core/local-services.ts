@@ -143,7 +143,8 @@ export async function startRedis(dataDir: string, port: number, log?: Logger): P
       '--hash-max-listpack-entries', '512', '--hash-max-listpack-value', '64',
       // County boards of the national shape hold a few hundred members (p50 282, p90 630 at
       // 1,000,000): as listpacks ≈ 20 B an entry instead of ≈ 115 B as skiplists, and ZADD / ZRANK no
-      // dearer at that size (README: Redis memory). Larger boards still become skiplists.
+      // dearer at a few hundred (ZADD ≈ 1.7× dearer at 1,000: hence no higher bound; README: Redis
+      // memory). Larger boards still become skiplists.
       '--zset-max-listpack-entries', '1024',
       '--logfile', '',
     ],

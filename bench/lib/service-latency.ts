@@ -7,8 +7,13 @@ export type Buckets = Map<string, Map<number, number>>
 
 const LINE = /^http_request_duration_seconds_bucket\{([^}]*)\} (\d+(?:\.\d+)?(?:e[+-]?\d+)?)$/
 
-export async function latencySnapshot(base: string): Promise<Buckets> {
+/** One read of the service's /metrics: its latency buckets and its GC totals so far. */
+export async function metricsSnapshot(base: string): Promise<{ buckets: Buckets; gc: GcTotals }> {
   const text = await (await fetch(`${base}/metrics`)).text()
+  return { buckets: latencyBuckets(text), gc: gcTotals(text) }
+}
+
+function latencyBuckets(text: string): Buckets {
   const out: Buckets = new Map()
   for (const line of text.split('\n')) {
     const m = LINE.exec(line)
@@ -70,8 +75,7 @@ export function serviceLatency(before: Buckets, after: Buckets, route = busiestR
 /** Garbage collection so far, by kind (major, minor, …): pauses and their total ms (prom-client's default metric). */
 export type GcTotals = Record<string, { n: number; ms: number }>
 
-export async function gcSnapshot(base: string): Promise<GcTotals> {
-  const text = await (await fetch(`${base}/metrics`)).text()
+function gcTotals(text: string): GcTotals {
   const out: GcTotals = {}
   for (const m of text.matchAll(/^nodejs_gc_duration_seconds_(sum|count)\{kind="(\w+)"\} (\S+)$/gm)) {
     const k = (out[m[2]] ??= { n: 0, ms: 0 })
