@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { parseRedisUrl } from './clients/redis.ts'
 
 /** Environment variables, validated once at start. A bad value stops the process naming the variable. */
 const envSchema = z.object({
@@ -11,7 +12,16 @@ const envSchema = z.object({
     .pipe(z.array(z.enum(['all', 'ingest', 'aggregator', 'api'])).min(1)),
   DATA_DIR: z.string().default('./data'),
   ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
-  REDIS_URL: z.string().url().optional(),
+  REDIS_URL: z
+    .string()
+    .superRefine((s, ctx) => {
+      try {
+        parseRedisUrl(s)
+      } catch (e) {
+        ctx.addIssue({ code: 'custom', message: (e as Error).message })
+      }
+    })
+    .optional(),
   NATS_URL: z.string().optional(),
   CLICKHOUSE_URL: z.string().url().optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -20,6 +30,9 @@ const envSchema = z.object({
   EVENT_MAX_AGE_HOURS: z.coerce.number().positive().default(72),
   EVENT_MAX_FUTURE_MINUTES: z.coerce.number().nonnegative().default(10),
   NATS_STREAM: z.string().regex(/^[A-Za-z0-9_-]+$/).default('EVENTS'),
+  // Copies JetStream keeps of the event stream and of every KV bucket: 3 on a NATS cluster of 3 (a
+  // node may die and nothing is lost), 1 on one server.
+  NATS_REPLICAS: z.coerce.number().int().min(1).max(5).default(1),
   NATS_DUPLICATE_WINDOW_SECONDS: z.coerce.number().int().positive().default(120),
   INGEST_MAX_BACKLOG: z.coerce.number().int().nonnegative().default(100_000),
   AGGREGATOR_BATCH_SIZE: z.coerce.number().int().min(1).max(5000).default(500),
@@ -43,7 +56,7 @@ export interface Config {
   adminToken?: string
   logLevel: string
   redis: { url?: string; localPort: number }
-  nats: { url?: string; localPort: number; stream: string; duplicateWindowMs: number }
+  nats: { url?: string; localPort: number; stream: string; duplicateWindowMs: number; replicas: number }
   clickhouse: { url?: string }
   events: { maxAgeMs: number; maxFutureMs: number; maxBatch: number; maxBytes: number; maxBacklog: number }
   /** Messages per aggregator batch, and batches processed at once (they overlap Redis and this process' work). */
@@ -78,7 +91,7 @@ export function parseConfig(env: Record<string, string | undefined> = process.en
     adminToken: e.ADMIN_TOKEN,
     logLevel: e.LOG_LEVEL,
     redis: { url: e.REDIS_URL, localPort: e.LOCAL_REDIS_PORT },
-    nats: { url: e.NATS_URL, localPort: e.LOCAL_NATS_PORT, stream: e.NATS_STREAM, duplicateWindowMs: e.NATS_DUPLICATE_WINDOW_SECONDS * 1000 },
+    nats: { url: e.NATS_URL, localPort: e.LOCAL_NATS_PORT, stream: e.NATS_STREAM, duplicateWindowMs: e.NATS_DUPLICATE_WINDOW_SECONDS * 1000, replicas: e.NATS_REPLICAS },
     clickhouse: { url: e.CLICKHOUSE_URL },
     events: {
       maxAgeMs: e.EVENT_MAX_AGE_HOURS * 3600_000,

@@ -56,17 +56,18 @@ export async function connectDeps(config: Config, urls: { redis: string; nats: s
   const js = jetstream(nc, { timeout: 5000 })
   const jsm = await jetstreamManager(nc)
   const kvm = new Kvm(nc)
+  const kvOpts = { history: 1, replicas: config.nats.replicas }
   const [appsKv, usersKv, officialsKv, populationsKv, tasksKv, campaignsKv, accountsKv, certsKv, itemsKv, institutionsKv] = await Promise.all([
-    kvm.create('apps', { history: 1 }),
-    kvm.create('users', { history: 1 }),
-    kvm.create('officials', { history: 1 }),
-    kvm.create('populations', { history: 1 }),
-    kvm.create('tasks', { history: 1 }),
-    kvm.create('campaigns', { history: 1 }),
-    kvm.create('accounts', { history: 1 }),
-    kvm.create('certifications', { history: 1 }),
-    kvm.create('store', { history: 1 }),
-    kvm.create('institutions', { history: 1 }),
+    kvm.create('apps', kvOpts),
+    kvm.create('users', kvOpts),
+    kvm.create('officials', kvOpts),
+    kvm.create('populations', kvOpts),
+    kvm.create('tasks', kvOpts),
+    kvm.create('campaigns', kvOpts),
+    kvm.create('accounts', kvOpts),
+    kvm.create('certifications', kvOpts),
+    kvm.create('store', kvOpts),
+    kvm.create('institutions', kvOpts),
   ])
   const ch = await createClickHouse({ url: config.clickhouse.url, dataDir: config.dataDir })
   await migrate(ch)

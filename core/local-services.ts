@@ -17,7 +17,7 @@ export interface LocalService {
   stop(): Promise<void>
 }
 
-const PACKAGES: Record<string, string> = { 'redis-server': 'redis-server', 'nats-server': 'nats-server' }
+const PACKAGES: Record<string, string> = { 'redis-server': 'redis-server', 'redis-cli': 'redis-tools', 'nats-server': 'nats-server' }
 
 function which(bin: string): string | null {
   for (const dir of (process.env.PATH ?? '').split(':').concat(['/usr/sbin', '/usr/bin', '/sbin'])) {
@@ -116,14 +116,18 @@ async function startProcess(opts: {
   }
 }
 
-export async function startRedis(dataDir: string, port: number, log?: Logger): Promise<LocalService> {
+/**
+ * A redis-server on loopback with its data in DATA_DIR/redis (or `opts.dir`); `opts.args` are added
+ * to the command line (a cluster node's, say).
+ */
+export async function startRedis(dataDir: string, port: number, log?: Logger, opts: { dir?: string; name?: string; args?: string[] } = {}): Promise<LocalService> {
   const bin = ensureBinary('redis-server', log)
-  const dir = resolve(dataDir, 'redis')
+  const dir = resolve(dataDir, opts.dir ?? 'redis')
   mkdirSync(dir, { recursive: true })
   const pidFile = join(dir, 'redis.pid')
   await replaceOrphan(pidFile, log)
   return startProcess({
-    name: 'redis',
+    name: opts.name ?? 'redis',
     bin,
     args: [
       '--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--pidfile', pidFile,
@@ -147,6 +151,7 @@ export async function startRedis(dataDir: string, port: number, log?: Logger): P
       // memory). Larger boards still become skiplists.
       '--zset-max-listpack-entries', '1024',
       '--logfile', '',
+      ...(opts.args ?? []),
     ],
     readyLine: /Ready to accept connections/,
     logFile: join(dir, 'redis.log'),
@@ -155,16 +160,17 @@ export async function startRedis(dataDir: string, port: number, log?: Logger): P
   })
 }
 
-export async function startNats(dataDir: string, port: number, log?: Logger): Promise<LocalService> {
+/** A nats-server with JetStream on loopback, its data in DATA_DIR/nats (or `opts.dir`); `opts.args` are added (a cluster node's routes, say). */
+export async function startNats(dataDir: string, port: number, log?: Logger, opts: { dir?: string; name?: string; args?: string[] } = {}): Promise<LocalService> {
   const bin = ensureBinary('nats-server', log)
-  const dir = resolve(dataDir, 'nats')
+  const dir = resolve(dataDir, opts.dir ?? 'nats')
   mkdirSync(dir, { recursive: true })
   const pidFile = join(dir, 'nats.pid')
   await replaceOrphan(pidFile, log)
   return startProcess({
-    name: 'nats',
+    name: opts.name ?? 'nats',
     bin,
-    args: ['-js', '-sd', dir, '-a', '127.0.0.1', '-p', String(port), '-P', pidFile],
+    args: ['-js', '-sd', dir, '-a', '127.0.0.1', '-p', String(port), '-P', pidFile, ...(opts.args ?? [])],
     readyLine: /Server is ready/,
     logFile: join(dir, 'nats.log'),
     url: `nats://127.0.0.1:${port}`,

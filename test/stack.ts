@@ -6,6 +6,7 @@ import { randomUUID } from 'node:crypto'
 import { parseConfig, type Config } from '../core/config.ts'
 import { connectDeps, type Deps } from '../core/deps.ts'
 import { startNats, startRedis, type LocalService } from '../core/local-services.ts'
+import { startNatsCluster, startRedisCluster, type LocalNatsCluster, type LocalRedisCluster } from '../core/local-cluster.ts'
 import { pino } from 'pino'
 import { createLogger } from '../core/logger.ts'
 import { startService, type Service } from '../core/service.ts'
@@ -29,14 +30,41 @@ export async function freePort(): Promise<number> {
   })
 }
 
+/** Whether a TCP port on loopback is free now. */
+function portFree(port: number): Promise<boolean> {
+  return new Promise((res) => {
+    const s = createServer()
+    s.once('error', () => res(false))
+    s.listen(port, '127.0.0.1', () => s.close(() => res(true)))
+  })
+}
+
+/**
+ * A free port for a Redis Cluster node: its cluster bus listens on port + 10,000, which must be free
+ * too (and below 65,536), so these come from 20,000–30,000 rather than the ephemeral range.
+ */
+export async function freeClusterPort(taken: Set<number> = new Set()): Promise<number> {
+  for (;;) {
+    const p = 20_000 + Math.floor(Math.random() * 10_000)
+    if (!taken.has(p) && (await portFree(p)) && (await portFree(p + 10_000))) {
+      taken.add(p)
+      return p
+    }
+  }
+}
+
 export interface Stack {
   dir: string
   config: Config
   deps: Deps & { adminToken: string }
   service: Service
   base: string
+  /** The single servers (unset on a cluster stack). */
   redisServer: LocalService
   natsServer: LocalService
+  /** On a cluster stack (`startStack(env, { cluster: true })`): the Redis Cluster and the NATS cluster. */
+  redisCluster?: LocalRedisCluster
+  natsCluster?: LocalNatsCluster
   call(method: string, path: string, opts?: { token?: string | null; body?: unknown; type?: string }): Promise<{ status: number; json: any; text: string; headers: Headers }>
   createAppKey(name?: string): Promise<string>
   importUsers(users: Record<string, unknown>[]): Promise<any>
@@ -51,7 +79,11 @@ export interface Stack {
   stop(): Promise<void>
 }
 
-export async function startStack(env: Record<string, string> = {}): Promise<Stack> {
+/**
+ * `cluster`: the engines are a Redis Cluster (3 masters, 3 replicas) and a NATS cluster of 3 with
+ * the stream and buckets at 3 replicas, started by the same code as `npm run cluster`.
+ */
+export async function startStack(env: Record<string, string> = {}, opts: { cluster?: boolean } = {}): Promise<Stack> {
   const dir = mkdtempSync(join(tmpdir(), 'kepu-test-'))
   // The stack's log lines (info and above, or lower when TEST_LOG_LEVEL asks) are kept in memory, the
   // last ones, for logLines() and for the diagnosis a waitForFacts timeout prints; those at or above
@@ -65,11 +97,27 @@ export async function startStack(env: Record<string, string> = {}): Promise<Stac
     },
   }
   const log = createLogger(echoFrom < pino.levels.values.info ? process.env.TEST_LOG_LEVEL! : 'info', 'kepu', keep)
-  const redisServer = await startRedis(dir, await freePort())
-  const natsServer = await startNats(dir, await freePort())
+  let redisServer!: LocalService
+  let natsServer!: LocalService
+  let redisCluster: LocalRedisCluster | undefined
+  let natsCluster: LocalNatsCluster | undefined
+  if (opts.cluster) {
+    const taken = new Set<number>()
+    const ports = async (n: number) => {
+      const out: number[] = []
+      for (let i = 0; i < n; i++) out.push(await freeClusterPort(taken))
+      return out
+    }
+    ;[redisCluster, natsCluster] = await Promise.all([startRedisCluster(dir, await ports(6)), ports(3).then(async (p) => startNatsCluster(dir, p, await ports(3)))])
+    env = { NATS_REPLICAS: '3', ...env }
+  } else {
+    redisServer = await startRedis(dir, await freePort())
+    natsServer = await startNats(dir, await freePort())
+  }
+  const urls = { redis: redisCluster?.url ?? redisServer.url, nats: natsCluster?.url ?? natsServer.url }
   // Tests read boards right after a flush: the page cache (its own tests) would show them 100 ms late.
   const config = parseConfig({ DATA_DIR: dir, PORT: '0', HOST: '127.0.0.1', ADMIN_TOKEN: ADMIN, LOG_LEVEL: 'silent', FACTS_FLUSH_MS: '50', BOARD_PAGE_CACHE_MS: '0', ...env })
-  let deps = { ...(await connectDeps(config, { redis: redisServer.url, nats: natsServer.url }, log)), adminToken: ADMIN }
+  let deps = { ...(await connectDeps(config, urls, log)), adminToken: ADMIN }
   let service = await startService(config, deps)
 
   /** What a stalled wait needs to be understood: facts, the consumer's state, counting metrics, the last log lines. */
@@ -104,6 +152,8 @@ export async function startStack(env: Record<string, string> = {}): Promise<Stac
     },
     redisServer,
     natsServer,
+    redisCluster,
+    natsCluster,
     async call(method, path, opts = {}) {
       const headers: Record<string, string> = {}
       const token = opts.token === undefined ? ADMIN : opts.token
@@ -165,7 +215,7 @@ export async function startStack(env: Record<string, string> = {}): Promise<Stac
     async restart() {
       await service.stop()
       await deps.close()
-      deps = { ...(await connectDeps(config, { redis: redisServer.url, nats: natsServer.url }, log)), adminToken: ADMIN }
+      deps = { ...(await connectDeps(config, urls, log)), adminToken: ADMIN }
       service = await startService(config, deps)
     },
     async stop() {
@@ -180,7 +230,7 @@ export async function startStack(env: Record<string, string> = {}): Promise<Stac
         await Promise.race([graceful, new Promise((_, reject) => (timer = setTimeout(() => reject(new Error('stack: graceful stop took over 20 s')), 20_000)))])
       } finally {
         clearTimeout(timer)
-        await Promise.all([redisServer.stop(), natsServer.stop()])
+        await Promise.all([redisServer?.stop(), natsServer?.stop(), redisCluster?.stop(), natsCluster?.stop()])
         rmSync(dir, { recursive: true, force: true })
       }
     },

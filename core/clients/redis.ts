@@ -1,13 +1,55 @@
-import { Command, Redis } from 'ioredis'
+import { Cluster, Command, Redis, type RedisOptions } from 'ioredis'
 
-/** One Redis client per process, passed to every tier that needs it. */
-export function createRedis(url: string): Redis {
-  return new Redis(url, {
-    enableAutoPipelining: true,
-    maxRetriesPerRequest: 2,
-    connectTimeout: 5000,
-    retryStrategy: (times) => Math.min(times * 100, 2000),
+/**
+ * Where Redis is: one server (`redis://[user:pass@]host:port[/db]`), or a Redis Cluster given by
+ * several of its nodes, comma-separated (`redis://[user:pass@]h1:p1,h2:p2,…`; the credentials, on
+ * the first, hold for all). Throws on anything else, naming what is wrong.
+ */
+export function parseRedisUrl(url: string): { cluster: false; url: string } | { cluster: true; nodes: { host: string; port: number }[]; username?: string; password?: string; tls: boolean } {
+  const m = /^(rediss?):\/\/(?:([^@/]*)@)?([^/?#]+)(\/[^?#]*)?$/.exec(url.trim())
+  if (!m) throw new Error('must be redis://host:port, or redis://host:port,host:port,… for a Redis Cluster')
+  const [, scheme, auth, hosts, path] = m
+  const list = hosts.split(',').map((h) => h.trim())
+  if (list.length === 1) return { cluster: false, url }
+  if (path && path !== '/' && path !== '/0') throw new Error('a Redis Cluster has only database 0')
+  const nodes = list.map((h) => {
+    const hp = /^(\[[0-9a-fA-F:]+\]|[^:\[\]]+):(\d{1,5})$/.exec(h)
+    if (!hp || Number(hp[2]) < 1 || Number(hp[2]) > 65535) throw new Error(`cluster node ${JSON.stringify(h)} is not host:port`)
+    return { host: hp[1].replace(/^\[|\]$/g, ''), port: Number(hp[2]) }
   })
+  const [user, pass] = auth ? auth.split(':') : []
+  return { cluster: true, nodes, username: user ? decodeURIComponent(user) : undefined, password: pass !== undefined ? decodeURIComponent(pass) : undefined, tls: scheme === 'rediss' }
+}
+
+const OPTIONS: RedisOptions = {
+  maxRetriesPerRequest: 2,
+  connectTimeout: 5000,
+  retryStrategy: (times) => Math.min(times * 100, 2000),
+}
+
+/**
+ * One Redis client per process, passed to every tier that needs it: a `Redis`, or a `Cluster` when
+ * the URL names several nodes. A Cluster is handed on typed as `Redis`: the tiers use the commands
+ * both answer, and where a Cluster differs (a pipeline or a script stays in one slot, SCAN runs per
+ * node) the code asks `isCluster()`.
+ */
+export function createRedis(url: string): Redis {
+  const where = parseRedisUrl(url)
+  if (!where.cluster) return new Redis(url, { ...OPTIONS, enableAutoPipelining: true })
+  const cluster = new Cluster(where.nodes, {
+    enableAutoPipelining: true,
+    // After a failover the old master's slots move: commands are retried on the new owner.
+    retryDelayOnFailover: 200,
+    retryDelayOnClusterDown: 300,
+    clusterRetryStrategy: (times) => Math.min(times * 100, 2000),
+    redisOptions: { ...OPTIONS, username: where.username, password: where.password, tls: where.tls ? {} : undefined },
+  })
+  return cluster as unknown as Redis
+}
+
+/** The masters of a client: itself for one server, every master node of a Cluster (SCAN, FLUSH, INFO run per node). */
+export function masters(redis: Redis): Redis[] {
+  return isCluster(redis) ? (redis as unknown as Cluster).nodes('master') : [redis]
 }
 
 /** Whether a client is a Redis Cluster's (its pipelines and scripts must stay inside one slot). */
