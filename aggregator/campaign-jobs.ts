@@ -1,3 +1,4 @@
+import { pipelineFor } from '../core/clients/redis.ts'
 import { randomBytes } from 'node:crypto'
 import { EventEmitter } from 'node:events'
 import type { ClickHouseClient } from '@clickhouse/client'
@@ -215,7 +216,7 @@ export function createCampaignJobs(deps: CampaignJobDeps) {
     for (let i = 0; i < work.length; i += 500) {
       const chunk = work.slice(i, i + 500)
       const totals = await Promise.all(chunk.map(([u, args]) => redis.backfillCampaignUser(keys.campaignUser(u, id), ...args, expireAt)))
-      const p = redis.pipeline()
+      const p = pipelineFor(redis)
       totals.forEach(([s, sr, pts, pr], j) => {
         const [count, reached] = c!.metric === 'shares' ? [s, sr] : [pts, pr]
         if (count) p.zadd(keys.campaignBoard(id), 'LT', packCampaignScore(c!, Number(count), Number(reached)), chunk[j][0])

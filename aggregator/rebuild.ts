@@ -1,6 +1,7 @@
 import type { ClickHouseClient } from '@clickhouse/client'
 import type { Redis } from 'ioredis'
 import type { Logger } from 'pino'
+import { masters, pipelineFor } from '../core/clients/redis.ts'
 import { cacheUsers, counterField, DERIVED_PATTERNS, formatTotals, keys, PRUNE_DAYS, streakField } from '../core/keys.ts'
 import type { RegionTree } from '../core/regions.ts'
 import { DEFAULT_TOP_K, isGated, PERIOD_TTL_S, packScore, type Metric } from '../core/scoring.ts'
@@ -40,15 +41,24 @@ async function rows<T>(ch: ClickHouseClient, query: string, params: Record<strin
   return (await r.json()) as T[]
 }
 
+/** Deletes every derived key: scanned on each master (a Cluster's keys are spread over them), unlinked one by one (keys of one call would have to share a slot). */
 async function deleteDerived(redis: Redis): Promise<number> {
   let n = 0
-  for (const match of DERIVED_PATTERNS) {
-    let cursor = '0'
-    do {
-      const [next, found] = await redis.scan(cursor, 'MATCH', match, 'COUNT', 1000)
-      cursor = next
-      if (found.length) n += await redis.unlink(...found)
-    } while (cursor !== '0')
+  for (const node of masters(redis)) {
+    for (const match of DERIVED_PATTERNS) {
+      let cursor = '0'
+      do {
+        const [next, found] = await node.scan(cursor, 'MATCH', match, 'COUNT', 1000)
+        cursor = next
+        if (!found.length) continue
+        const p = node.pipeline()
+        for (const k of found) p.unlink(k)
+        for (const [err, v] of (await p.exec()) ?? []) {
+          if (err) throw err
+          n += Number(v)
+        }
+      } while (cursor !== '0')
+    }
   }
   return n
 }
@@ -76,7 +86,7 @@ class Writer {
   private n = 0
   written = 0
   constructor(private redis: Redis) {
-    this.p = redis.pipeline()
+    this.p = pipelineFor(redis)
   }
   add(f: (p: ReturnType<Redis['pipeline']>) => void) {
     f(this.p)
@@ -87,7 +97,7 @@ class Writer {
     const res = await this.p.exec()
     for (const [err] of res ?? []) if (err) throw err
     this.written += this.n
-    this.p = this.redis.pipeline()
+    this.p = pipelineFor(this.redis)
     this.n = 0
   }
 }

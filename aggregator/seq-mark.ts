@@ -62,9 +62,14 @@ export async function advanceMark(redis: Redis, mark: number, seenMark: number, 
   return (await redis.eval(ADVANCE_SEQ, 1, keys.seq, mark, seenMark, runId)) as 1 | -1 | -2 | -3
 }
 
-/** The Redis server's run id: a new one at every start. */
+const RUN_ID = `return string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')`
+
+/**
+ * The run id (a new one at every start) of the Redis server that holds m:seq: asked through a script
+ * on that key, so on a Redis Cluster it is the master of m:seq's slot, the server ADVANCE_SEQ runs on.
+ */
 export async function redisRunId(redis: Redis): Promise<string> {
-  const id = /run_id:(\w+)/.exec(await redis.info('server'))?.[1]
+  const id = (await redis.eval(RUN_ID, 1, keys.seq)) as string | null
   if (!id) throw new Error('Redis INFO server has no run_id')
   return id
 }

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { Command, type Redis } from 'ioredis'
-import { evalFlat } from './clients/redis.ts'
+import { evalFlat, pipelineFor } from './clients/redis.ts'
 import { badRequest } from './errors.ts'
 import type { RegionTree } from './regions.ts'
 import { boardKey, isGated, isVirtual, type BoardScope, type Metric } from './scoring.ts'
@@ -324,8 +324,8 @@ export function createBoardReader(deps: { redis: Redis; tree: RegionTree; topK: 
         const us = unit ? await redis.zscore(boardKey(b.metric, unit, b.periodKey), user) : null
         return us === null ? { rank: null, flat: [], firstRank: 1 } : aroundMerged(b, user, us, around)
       }
-      const [[, card], [, rank], [, gs], [, us]] = (await redis
-        .pipeline()
+      // Her unit is in her province's slot, the national board in its own: one pipeline only on one server.
+      const [[, card], [, rank], [, gs], [, us]] = (await pipelineFor(redis)
         .zcard(b.key)
         .zrank(b.key, user)
         .zscore(b.key, user)

@@ -9,7 +9,7 @@ const envSchema = z.object({
     .string()
     .default('all')
     .transform((s) => s.split(',').map((r) => r.trim()).filter(Boolean))
-    .pipe(z.array(z.enum(['all', 'ingest', 'aggregator', 'api'])).min(1)),
+    .pipe(z.array(z.enum(['all', 'ingest', 'aggregator', 'api', 'facts'])).min(1)),
   DATA_DIR: z.string().default('./data'),
   ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
   REDIS_URL: z
@@ -24,6 +24,10 @@ const envSchema = z.object({
     .optional(),
   NATS_URL: z.string().optional(),
   CLICKHOUSE_URL: z.string().url().optional(),
+  // ROLE=facts: this process holds the embedded ClickHouse and serves it to the others of a
+  // distributed layout over ClickHouse's HTTP interface (core/facts-server.ts), here.
+  FACTS_HTTP_HOST: z.string().default('127.0.0.1'),
+  FACTS_HTTP_PORT: z.coerce.number().int().min(0).max(65535).default(18123),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   LOCAL_REDIS_PORT: z.coerce.number().int().min(1).max(65535).default(16379),
   LOCAL_NATS_PORT: z.coerce.number().int().min(1).max(65535).default(14222),
@@ -47,7 +51,7 @@ const envSchema = z.object({
   SMS_GATEWAY_URL: z.string().url().optional(),
 })
 
-export type Role = 'ingest' | 'aggregator' | 'api'
+export type Role = 'ingest' | 'aggregator' | 'api' | 'facts'
 
 export interface Config {
   http: { port: number; host: string }
@@ -57,7 +61,8 @@ export interface Config {
   logLevel: string
   redis: { url?: string; localPort: number }
   nats: { url?: string; localPort: number; stream: string; duplicateWindowMs: number; replicas: number }
-  clickhouse: { url?: string }
+  /** `serve`: where the facts role serves the embedded ClickHouse. */
+  clickhouse: { url?: string; serve: { host: string; port: number } }
   events: { maxAgeMs: number; maxFutureMs: number; maxBatch: number; maxBytes: number; maxBacklog: number }
   /** Messages per aggregator batch, and batches processed at once (they overlap Redis and this process' work). */
   aggregator: { batchSize: number; inFlight: number }
@@ -83,7 +88,8 @@ export function parseConfig(env: Record<string, string | undefined> = process.en
   }
   const e = r.data
   if (e.SMS_SENDER === 'http' && !e.SMS_GATEWAY_URL) throw new ConfigError('invalid configuration: SMS_GATEWAY_URL: required when SMS_SENDER=http')
-  const roles = new Set<Role>(e.ROLE.includes('all') ? ['ingest', 'aggregator', 'api'] : (e.ROLE as Role[]))
+  const roles = new Set<Role>(e.ROLE.includes('all') ? ['ingest', 'aggregator', 'api', ...(e.ROLE.includes('facts') ? (['facts'] as const) : [])] : (e.ROLE as Role[]))
+  if (roles.has('facts') && e.CLICKHOUSE_URL) throw new ConfigError('invalid configuration: ROLE: facts serves the embedded ClickHouse; unset CLICKHOUSE_URL for it')
   return {
     http: { port: e.PORT, host: e.HOST },
     roles,
@@ -92,7 +98,7 @@ export function parseConfig(env: Record<string, string | undefined> = process.en
     logLevel: e.LOG_LEVEL,
     redis: { url: e.REDIS_URL, localPort: e.LOCAL_REDIS_PORT },
     nats: { url: e.NATS_URL, localPort: e.LOCAL_NATS_PORT, stream: e.NATS_STREAM, duplicateWindowMs: e.NATS_DUPLICATE_WINDOW_SECONDS * 1000, replicas: e.NATS_REPLICAS },
-    clickhouse: { url: e.CLICKHOUSE_URL },
+    clickhouse: { url: e.CLICKHOUSE_URL, serve: { host: e.FACTS_HTTP_HOST, port: e.FACTS_HTTP_PORT } },
     events: {
       maxAgeMs: e.EVENT_MAX_AGE_HOURS * 3600_000,
       maxFutureMs: e.EVENT_MAX_FUTURE_MINUTES * 60_000,

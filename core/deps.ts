@@ -4,7 +4,8 @@ import { Kvm } from '@nats-io/kv'
 import type { NatsConnection } from '@nats-io/nats-core'
 import type { Redis } from 'ioredis'
 import type { Logger } from 'pino'
-import { createClickHouse } from './clients/clickhouse.ts'
+import { createClickHouse, createEmbeddedClickHouse } from './clients/clickhouse.ts'
+import type { ChdbLike } from './facts-server.ts'
 import { createNats, failFastWhileDown } from './clients/nats.ts'
 import { createRedis } from './clients/redis.ts'
 import type { Config } from './config.ts'
@@ -31,6 +32,8 @@ export interface Deps {
   js: JetStreamClient
   jsm: JetStreamManager
   ch: ClickHouseClient
+  /** chDB's own connection when this process holds the embedded ClickHouse (null with CLICKHOUSE_URL): what the facts role serves. */
+  chdb: ChdbLike | null
   apps: AppStore
   users: UserStore
   officials: OfficialStore
@@ -54,8 +57,11 @@ export async function connectDeps(config: Config, urls: { redis: string; nats: s
   redis.on('error', (err) => log.warn({ err: String(err) }, 'redis error'))
   const { nc, up: natsUp } = failFastWhileDown(await createNats(urls.nats, 'kepu-live'), log)
   const js = jetstream(nc, { timeout: 5000 })
-  const jsm = await jetstreamManager(nc)
-  const kvm = new Kvm(nc)
+  // Replicated assets (a NATS cluster) answer after their Raft group agrees: creating ten buckets and
+  // the stream at R3 on a busy machine takes longer than one server's 5 s.
+  const admin = { timeout: config.nats.replicas > 1 ? 20_000 : 5000 }
+  const jsm = await jetstreamManager(nc, admin)
+  const kvm = new Kvm(nc, admin)
   const kvOpts = { history: 1, replicas: config.nats.replicas }
   const [appsKv, usersKv, officialsKv, populationsKv, tasksKv, campaignsKv, accountsKv, certsKv, itemsKv, institutionsKv] = await Promise.all([
     kvm.create('apps', kvOpts),
@@ -69,7 +75,8 @@ export async function connectDeps(config: Config, urls: { redis: string; nats: s
     kvm.create('store', kvOpts),
     kvm.create('institutions', kvOpts),
   ])
-  const ch = await createClickHouse({ url: config.clickhouse.url, dataDir: config.dataDir })
+  const embedded = config.clickhouse.url ? null : await createEmbeddedClickHouse(config.dataDir)
+  const ch = embedded?.client ?? (await createClickHouse({ url: config.clickhouse.url, dataDir: config.dataDir }))
   await migrate(ch)
   return {
     log,
@@ -78,6 +85,7 @@ export async function connectDeps(config: Config, urls: { redis: string; nats: s
     js,
     jsm,
     ch,
+    chdb: embedded?.connection ?? null,
     apps: createAppStore(appsKv),
     users: createUserStore(usersKv),
     officials: createOfficialStore(officialsKv),

@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis'
-import { isCluster } from './clients/redis.ts'
+import { isCluster, pipelineFor } from './clients/redis.ts'
 import type { User } from './store/users.ts'
 
 /**
@@ -64,7 +64,7 @@ export function infoFields(u: User): Record<string, string> {
 
 export async function cacheUsers(redis: Redis, users: User[]): Promise<void> {
   if (!users.length) return
-  const p = redis.pipeline()
+  const p = pipelineFor(redis)
   for (const u of users) p.hset(keys.user(u.id), infoFields(u))
   const res = await p.exec()
   for (const [err] of res ?? []) if (err) throw err
@@ -122,7 +122,7 @@ export type InfoReader = ReturnType<typeof createInfoReader>
  */
 async function hmgetEach(redis: Redis, ids: string[]): Promise<(string | null)[][]> {
   if (isCluster(redis)) return Promise.all(ids.map((id) => redis.hmget(keys.user(id), 'n', 'r', 'i')))
-  const p = redis.pipeline()
+  const p = pipelineFor(redis)
   for (const id of ids) p.hmget(keys.user(id), 'n', 'r', 'i')
   return ((await p.exec()) ?? []).map(([err, v]) => {
     if (err) throw err

@@ -4,6 +4,7 @@ import { createAggregator, type Aggregator } from '../aggregator/index.ts'
 import { createApp } from '../api/app.ts'
 import type { Config } from './config.ts'
 import type { Deps } from './deps.ts'
+import { FACTS_USER, serveFacts } from './facts-server.ts'
 
 export interface Service {
   port: number
@@ -14,6 +15,8 @@ export interface Service {
 }
 
 export async function startService(config: Config, deps: Deps & { adminToken: string }): Promise<Service> {
+  // The store first: other processes of the layout wait for it before they start.
+  const facts = config.roles.has('facts') ? await serveFacts(deps.chdb!, { ...config.clickhouse.serve, user: FACTS_USER, password: deps.adminToken, log: deps.log }) : null
   const aggregator = config.roles.has('aggregator') ? createAggregator(config, deps) : null
   const app = createApp(config, { ...deps, aggregator: () => aggregator })
   await aggregator?.start()
@@ -38,6 +41,8 @@ export async function startService(config: Config, deps: Deps & { adminToken: st
       // finish those before the aggregator and the clients close under them.
       await requests.idle()
       await aggregator?.stop()
+      // Last: the other processes' aggregators flush their facts here while they stop.
+      await facts?.close()
     },
   }
 }

@@ -1,3 +1,4 @@
+import { pipelineFor } from './clients/redis.ts'
 import { createHash, randomBytes } from 'node:crypto'
 import type { ClickHouseClient } from '@clickhouse/client'
 import type { Redis, Result } from 'ioredis'
@@ -271,7 +272,7 @@ export async function rebuildWallets(redis: Redis, ch: ClickHouseClient): Promis
   })
   const rows = (await r.json()) as { user_id: string; kind: string; id: string; item_id: string; delta: string; idempotency_key: string; at: string }[]
   const refunded = new Set(rows.filter((x) => x.kind === 'refund').map((x) => 'rd_' + x.id.slice(3)))
-  let p = redis.pipeline()
+  let p = pipelineFor(redis)
   let n = 0
   for (const x of rows) {
     const w = walletKey(x.user_id)
@@ -286,7 +287,7 @@ export async function rebuildWallets(redis: Redis, ch: ClickHouseClient): Promis
     }
     if (++n % 5000 === 0) {
       await p.exec()
-      p = redis.pipeline()
+      p = pipelineFor(redis)
     }
   }
   await p.exec()

@@ -1,3 +1,4 @@
+import { pipelineFor } from '../../core/clients/redis.ts'
 import type { ClickHouseClient } from '@clickhouse/client'
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi'
 import type { MiddlewareHandler } from 'hono'
@@ -503,7 +504,7 @@ export function mountInstitutions(app: OpenAPIHono<AuthEnv>, deps: InstitutionsD
     // The mirror finds them; Redis (what counting uses) confirms she still belongs.
     const infos = await readInfos(deps.redis, page.map((x) => x.id))
     const scope = { kind: 'institution', id: i.id } as const
-    const pipe = deps.redis.pipeline()
+    const pipe = pipelineFor(deps.redis)
     for (const m of page) pipe.zscore(boardKey('shares', scope, range.key), m.id).zscore(boardKey('points', scope, range.key), m.id)
     const scores = ((await pipe.exec()) ?? []).map(([err, v]) => {
       if (err) throw err

@@ -93,3 +93,37 @@ export async function evalFlat(out: Sink, script: { lua: string; sha: string }, 
     return sendFlat(fallback, 'eval', argv)
   }
 }
+
+type Pipeline = ReturnType<Redis['pipeline']>
+
+/**
+ * A pipeline for commands on many keys, answered by `exec()` in order ([error, reply] each): on one
+ * server a real pipeline (one write, one batch of replies); on a Cluster, where a pipeline must keep
+ * to one slot, each command is sent on its own and auto-pipelining batches them per node. Commands
+ * on one key keep their order either way (one node, one connection).
+ */
+export function pipelineFor(redis: Redis): Pipeline {
+  if (!isCluster(redis)) return redis.pipeline()
+  const calls: [string, unknown[]][] = []
+  const proxy: Pipeline = new Proxy({} as Pipeline, {
+    get(_, prop) {
+      if (prop === 'exec')
+        return () =>
+          Promise.all(
+            calls.map(([name, args]) =>
+              (redis as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[name](...args).then(
+                (v) => [null, v] as [null, unknown],
+                (err: Error) => [err, null] as [Error, null],
+              ),
+            ),
+          )
+      if (prop === 'length') return calls.length
+      if (prop === 'then') return undefined // not a thenable
+      return (...args: unknown[]) => {
+        calls.push([String(prop), args])
+        return proxy
+      }
+    },
+  })
+  return proxy
+}
