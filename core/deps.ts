@@ -61,7 +61,7 @@ export async function connectDeps(config: Config, urls: { redis: string; nats: s
   // the stream at R3 on a busy machine takes longer than one server's 5 s.
   const admin = { timeout: config.nats.replicas > 1 ? 20_000 : 5000 }
   const jsm = await jetstreamManager(nc, admin)
-  const kvm = new Kvm(nc, admin)
+  const kvm = new Kvm(jetstream(nc, admin))
   const kvOpts = { history: 1, replicas: config.nats.replicas }
   const [appsKv, usersKv, officialsKv, populationsKv, tasksKv, campaignsKv, accountsKv, certsKv, itemsKv, institutionsKv] = await Promise.all([
     kvm.create('apps', kvOpts),
