@@ -51,6 +51,10 @@ describe('the facts store over HTTP', () => {
       const r = await remote.query({ query: 'SELECT user_id FROM facts WHERE content_id = {s:String} AND day IN {days:Array(Date)}', query_params: { s, days: ['2026-12-01'] }, format: 'JSONEachRow' })
       expect(await r.json(), JSON.stringify(s)).toEqual([{ user_id: `u${odd.indexOf(s)}` }])
     }
+    // Thousands of ids in the URL, as a redelivered batch's lookup sends them (insertFacts).
+    const many = [...odd.slice(0, 4), ...Array.from({ length: 5000 }, (_, i) => `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`)]
+    const big = await remote.query({ query: 'SELECT count() AS n FROM facts WHERE content_id IN {ids:Array(String)}', query_params: { ids: many }, format: 'JSONEachRow' })
+    expect(((await big.json()) as { n: unknown }[]).map((x) => Number(x.n))).toEqual([4])
     const arr = await remote.query({ query: 'SELECT count() AS n FROM facts WHERE content_id IN {ids:Array(String)}', query_params: { ids: odd.slice(0, 4) }, format: 'JSONEachRow' })
     expect(((await arr.json()) as { n: unknown }[]).map((x) => Number(x.n))).toEqual([4])
   })

@@ -110,7 +110,9 @@ export function createFactsApp(ch: ChdbLike, auth: { user: string; password: str
 export async function serveFacts(ch: ChdbLike, opts: { host: string; port: number; user: string; password: string; log?: Logger }): Promise<{ port: number; close(): Promise<void> }> {
   const app = createFactsApp(ch, opts)
   const server = await new Promise<Server>((res) => {
-    const s = serve({ fetch: app.fetch, port: opts.port, hostname: opts.host }, () => res(s as Server))
+    // The client sends query parameters in the URL (a redelivered batch's lookup carries thousands of
+    // event ids): take request lines up to 1 MiB, as ClickHouse's http_max_uri_size does, not Node's 16 KiB.
+    const s = serve({ fetch: app.fetch, port: opts.port, hostname: opts.host, serverOptions: { maxHeaderSize: 1024 * 1024 } }, () => res(s as Server))
   })
   const addr = server.address()
   const port = typeof addr === 'object' && addr ? addr.port : opts.port

@@ -49,7 +49,11 @@ export async function ensureStream(jsm: JetStreamManager, opts: { stream: string
     await jsm.streams.info(opts.stream)
     await jsm.streams.update(opts.stream, { duplicate_window: config.duplicate_window, max_msg_size: config.max_msg_size })
   } catch {
-    await jsm.streams.add(config)
+    // Another aggregator starting at the same time may create it first (its add then fails, or on a
+    // cluster times out): what counts is that the stream is there.
+    await jsm.streams.add(config).catch(async (err) => {
+      if (!(await jsm.streams.info(opts.stream).then(() => true, () => false))) throw err
+    })
   }
 }
 
@@ -68,7 +72,9 @@ export async function ensureConsumer(jsm: JetStreamManager, stream: string) {
     await jsm.consumers.info(stream, CONSUMER)
     await jsm.consumers.update(stream, CONSUMER, { ack_wait: config.ack_wait, max_ack_pending: config.max_ack_pending })
   } catch {
-    await jsm.consumers.add(stream, config)
+    await jsm.consumers.add(stream, config).catch(async (err) => {
+      if (!(await jsm.consumers.info(stream, CONSUMER).then(() => true, () => false))) throw err
+    })
   }
 }
 

@@ -117,8 +117,18 @@ export async function startStack(env: Record<string, string> = {}, opts: { clust
   const urls = { redis: redisCluster?.url ?? redisServer.url, nats: natsCluster?.url ?? natsServer.url }
   // Tests read boards right after a flush: the page cache (its own tests) would show them 100 ms late.
   const config = parseConfig({ DATA_DIR: dir, PORT: '0', HOST: '127.0.0.1', ADMIN_TOKEN: ADMIN, LOG_LEVEL: 'silent', FACTS_FLUSH_MS: '50', BOARD_PAGE_CACHE_MS: '0', ...env })
-  let deps = { ...(await connectDeps(config, urls, log)), adminToken: ADMIN }
-  let service = await startService(config, deps)
+  const stopEngines = () => Promise.all([redisServer?.stop(), natsServer?.stop(), redisCluster?.stop(), natsCluster?.stop()])
+  let deps: Deps & { adminToken: string }
+  let service: Service
+  try {
+    deps = { ...(await connectDeps(config, urls, log)), adminToken: ADMIN }
+    service = await startService(config, deps)
+  } catch (err) {
+    // No server left behind by a stack that could not start.
+    await stopEngines()
+    rmSync(dir, { recursive: true, force: true })
+    throw err
+  }
 
   /** What a stalled wait needs to be understood: facts, the consumer's state, counting metrics, the last log lines. */
   async function diagnose(): Promise<string> {
@@ -230,7 +240,7 @@ export async function startStack(env: Record<string, string> = {}, opts: { clust
         await Promise.race([graceful, new Promise((_, reject) => (timer = setTimeout(() => reject(new Error('stack: graceful stop took over 20 s')), 20_000)))])
       } finally {
         clearTimeout(timer)
-        await Promise.all([redisServer?.stop(), natsServer?.stop(), redisCluster?.stop(), natsCluster?.stop()])
+        await stopEngines()
         rmSync(dir, { recursive: true, force: true })
       }
     },

@@ -1,0 +1,161 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { randomUUID } from 'node:crypto'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createClickHouse } from '../core/clients/clickhouse.ts'
+import { killGroup, NODE_ARGS, pidAlive, ROOT, until } from '../test/child.ts'
+
+/**
+ * `npm run cluster` (issue 12) as a user runs it: the launcher as a child process, the layout it
+ * prints, events sent to both ingest processes while one aggregator is killed -9, every event
+ * counted once in Redis and stored once in ClickHouse, then `--stop`.
+ */
+interface Layout {
+  api: string
+  ingest: string[]
+  aggregators: string[]
+  facts: string
+  redis: { node: string; role: 'master' | 'replica'; pid: number }[]
+  nats: { url: string; pid: number }[]
+  processes: { name: string; role: string; url: string; pid: number }[]
+  admin_token_file: string
+  data_dir: string
+  pid: number
+}
+
+const free = (port: number) =>
+  new Promise<boolean>((res) => {
+    const s = createServer()
+    s.once('error', () => res(false))
+    s.listen(port, '127.0.0.1', () => s.close(() => res(true)))
+  })
+/** A base port whose `n` successors are free, and with `alsoAt` offsets too (a Redis node's bus: +10,000). */
+async function freeRun(n: number, alsoAt: number[] = []): Promise<number> {
+  for (;;) {
+    const base = 20_000 + Math.floor(Math.random() * 9_000)
+    const ports = Array.from({ length: n }, (_, i) => base + i).flatMap((p) => [p, ...alsoAt.map((o) => p + o)])
+    if ((await Promise.all(ports.map(free))).every(Boolean)) return base
+  }
+}
+
+let dir: string
+let launcher: ChildProcess
+let layout: Layout
+let token: string
+let env: NodeJS.ProcessEnv
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'kepu-cluster-'))
+  env = {
+    ...process.env,
+    DATA_DIR: dir,
+    PORT: String(await freeRun(5)),
+    LOCAL_REDIS_PORT: String(await freeRun(6, [10_000])),
+    LOCAL_NATS_PORT: String(await freeRun(3, [100])),
+    FACTS_HTTP_PORT: String(await freeRun(1)),
+    LOG_LEVEL: 'warn',
+    FACTS_FLUSH_MS: '50',
+  }
+  for (const k of ['REDIS_URL', 'NATS_URL', 'CLICKHOUSE_URL', 'ADMIN_TOKEN', 'ROLE']) delete env[k]
+  launcher = spawn(process.execPath, [...NODE_ARGS, 'scripts/cluster.ts'], { cwd: ROOT, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  layout = await new Promise<Layout>((res, rej) => {
+    const onData = (b: Buffer) => {
+      out += b.toString()
+      const m = /^CLUSTER (.+)$/m.exec(out)
+      if (m) res(JSON.parse(m[1]))
+    }
+    launcher.stdout!.on('data', onData)
+    launcher.stderr!.on('data', onData)
+    launcher.once('exit', (code) => rej(new Error(`npm run cluster exited with ${code}: ${out.slice(-2000)}`)))
+    setTimeout(() => rej(new Error(`no CLUSTER line within 150 s: ${out.slice(-2000)}`)), 150_000)
+  })
+  token = readFileSync(layout.admin_token_file, 'utf8').trim()
+}, 180_000)
+
+afterAll(async () => {
+  if (launcher?.pid && pidAlive(launcher.pid)) killGroup(launcher.pid)
+  if (layout) for (const p of [...layout.processes, ...layout.redis, ...layout.nats]) if (pidAlive(p.pid)) process.kill(p.pid, 'SIGKILL')
+  rmSync(dir, { recursive: true, force: true })
+})
+
+async function call(base: string, method: string, path: string, body?: unknown, auth = token) {
+  const r = await fetch(base + path, { method, headers: { authorization: `Bearer ${auth}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) })
+  const text = await r.text()
+  return { status: r.status, json: text ? JSON.parse(text) : null }
+}
+
+describe('npm run cluster', () => {
+  it('prints the layout: 3 Redis masters with a replica each, 3 NATS servers, 2 ingest, 2 aggregators, the API and its store', () => {
+    expect(layout.redis.filter((n) => n.role === 'master')).toHaveLength(3)
+    expect(layout.redis.filter((n) => n.role === 'replica')).toHaveLength(3)
+    expect(layout.nats).toHaveLength(3)
+    expect(layout.ingest).toHaveLength(2)
+    expect(layout.aggregators).toHaveLength(2)
+    for (const p of layout.processes) expect(pidAlive(p.pid), p.name).toBe(true)
+  })
+
+  it('counts 20,000 events sent to both ingest processes exactly once while one aggregator is killed -9', async () => {
+    const app = (await call(layout.api, 'POST', '/v1/apps', { name: 'cluster-test' })).json.key as string
+    const users = Array.from({ length: 200 }, (_, i) => ({
+      id: `k${i}`,
+      phone: `1390000${String(i).padStart(4, '0')}`,
+      real_name: `集${i}`,
+      // Towns of several provinces, so the writes spread over every master.
+      region_code: ['430623110', '110101001', '440103001', '510104017', '330102001'][i % 5],
+      certified_at: '2020-01-01',
+    }))
+    const imported = await call(layout.api, 'POST', '/v1/users:import', { users })
+    expect(imported.json).toMatchObject({ created: 200, errors: [] })
+    const now = Date.now()
+    const events = Array.from({ length: 20_000 }, (_, i) => ({ id: randomUUID(), type: 'share_back', user_id: `k${i % 200}`, ts: now - 60_000 + (i % 50_000), content_id: 'c', channel: 'wechat' }))
+    const victim = layout.processes.find((p) => p.name === 'aggregator-1')!
+    let sent = 0
+    // Two senders, each alternating between the ingest processes, 500 events a request.
+    const sender = async (lane: number) => {
+      for (let i = lane * 500; i < events.length; i += 1000) {
+        const r = await call(layout.ingest[(i / 500) % 2], 'POST', '/v1/events', { events: events.slice(i, i + 500) }, app)
+        expect(r.status).toBe(202)
+        expect(r.json.accepted).toBe(500)
+        sent += 500
+        if (sent === 6000) process.kill(victim.pid, 'SIGKILL')
+      }
+    }
+    await Promise.all([sender(0), sender(1)])
+    expect(pidAlive(victim.pid)).toBe(false)
+    const ch = await createClickHouse({ url: `http://kepu:${encodeURIComponent(token)}@${layout.facts.replace('http://', '')}/`, dataDir: dir })
+    try {
+      const count = async () => Number((((await (await ch.query({ query: "SELECT count() AS n, uniqExact(event_id) AS u FROM facts FINAL WHERE user_id LIKE 'k%'", format: 'JSONEachRow' })).json()) as { n: unknown }[])[0].n))
+      // The victim's unacked messages come back to the other aggregator after ack_wait (10 s).
+      let last = 0
+      await until(async () => (last = await count()) >= 20_000, 'every event stored', 120_000, 200).catch((err) => {
+        throw new Error(`${(err as Error).message}: ${last} of 20,000 stored`)
+      })
+      const [row] = (await (await ch.query({ query: "SELECT count() AS n, uniqExact(event_id) AS u, countIf(decision = 'counted') AS c FROM facts FINAL WHERE user_id LIKE 'k%'", format: 'JSONEachRow' })).json()) as { n: unknown; u: unknown; c: unknown }[]
+      expect([Number(row.n), Number(row.u), Number(row.c)]).toEqual([20_000, 20_000, 20_000])
+    } finally {
+      await ch.close()
+    }
+    // Redis: 100 each on the all-time board, nobody counted twice; national total 200.
+    const board = await call(layout.api, 'GET', '/v1/leaderboards?metric=shares&period=all&limit=1000')
+    const mine = board.json.entries.filter((e: { user_id: string }) => e.user_id.startsWith('k'))
+    expect(mine).toHaveLength(200)
+    expect(new Set(mine.map((e: { score: number }) => e.score))).toEqual(new Set([100]))
+    for (const code of ['43', '11', '44', '51', '33']) {
+      const b = await call(layout.api, 'GET', `/v1/leaderboards?metric=shares&period=all&region=${code}`)
+      expect(b.json.total, code).toBe(40)
+    }
+  }, 240_000)
+
+  it('--stop stops every process and engine and removes the pid file', async () => {
+    const stop = spawn(process.execPath, [...NODE_ARGS, 'scripts/cluster.ts', '--stop'], { cwd: ROOT, env, stdio: 'ignore' })
+    const code = await new Promise<number | null>((res) => stop.once('exit', res))
+    expect(code).toBe(0)
+    await until(() => !pidAlive(layout.pid), 'the launcher to exit', 30_000)
+    const alive = [...layout.processes, ...layout.redis, ...layout.nats].filter((p) => p.pid && pidAlive(p.pid) && p !== layout.processes.find((x) => x.name === 'aggregator-1'))
+    expect(alive).toEqual([])
+  }, 90_000)
+})
