@@ -4,6 +4,7 @@ import type { ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg } from 
 import type { NatsConnection } from '@nats-io/nats-core'
 import type { Redis } from 'ioredis'
 import type { Logger } from 'pino'
+import { replicated } from '../core/clients/redis.ts'
 import type { Config } from '../core/config.ts'
 import { itemsOf, StreamMessageSchema, type StreamItem } from '../core/events.ts'
 import { keys } from '../core/keys.ts'
@@ -163,12 +164,15 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
     runId = await redisRunId(redis)
   }
   const seqMark = createSeqMark(async (mark) => {
+    const safe = replicated(redis, config.redis.waitReplicas, config.redis.waitMs)
     const ok = await advanceMark(redis, mark, seenMark, runId)
     if (ok === -1) throw new RedisLostError('m:seq is gone: Redis came back empty', true)
     if (ok === -2) throw new RedisLostError(`m:seq went back below ${seenMark}: Redis came back from an older snapshot`, true)
     // A batch running when Redis restarted may have lost writes (the append-only file is synced
     // once a second) that no older mark vouches for: it and the batches after it are redelivered.
     if (ok === -3) throw new RedisLostError('Redis restarted: the batches in flight are redelivered', false)
+    // Known as seen only once a failover cannot take it back (else a later check would rebuild for nothing).
+    await safe.check()
     seenMark = Math.max(seenMark, mark)
   })
 
@@ -176,6 +180,8 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
     let marked = false
     const batch = pulled.map((p) => p.m)
     let rows: FactRow[]
+    // Its messages are acked only once its writes are on the replicas (REDIS_WAIT_REPLICAS).
+    const safe = replicated(conn, config.redis.waitReplicas, config.redis.waitMs)
     try {
       // After the pull, before any step: campaigns stored before these messages were published are known.
       await feed.refresh()
@@ -191,7 +197,7 @@ export function createAggregator(config: Config, deps: AggregatorDeps): Aggregat
       // Board writes of the whole batch, one command per board (per user only the best score matters).
       await writeBoards(conn, boards)
       marked = true
-      await seqMark.done(no, Math.max(...batch.map((m) => m.seq)))
+      await Promise.all([safe.check(), seqMark.done(no, Math.max(...batch.map((m) => m.seq)))])
     } catch (err) {
       // A failed batch must not hold the mark back: its messages come again in later batches.
       if (!marked) void seqMark.done(no, -1).catch(() => {})

@@ -29,6 +29,10 @@ const envSchema = z.object({
   FACTS_HTTP_HOST: z.string().default('127.0.0.1'),
   FACTS_HTTP_PORT: z.coerce.number().int().min(0).max(65535).default(18123),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  // A batch's messages are acked only once its Redis writes are on this many replicas of every master
+  // it wrote to (WAIT): a failover then loses nothing acked. Unset: 1 on a Redis Cluster, 0 on one server.
+  REDIS_WAIT_REPLICAS: z.coerce.number().int().min(0).max(5).optional(),
+  REDIS_WAIT_MS: z.coerce.number().int().min(10).max(60_000).default(2000),
   LOCAL_REDIS_PORT: z.coerce.number().int().min(1).max(65535).default(16379),
   LOCAL_NATS_PORT: z.coerce.number().int().min(1).max(65535).default(14222),
   EVENT_MAX_AGE_HOURS: z.coerce.number().positive().default(72),
@@ -59,7 +63,8 @@ export interface Config {
   dataDir: string
   adminToken?: string
   logLevel: string
-  redis: { url?: string; localPort: number }
+  /** waitReplicas / waitMs: see REDIS_WAIT_REPLICAS. */
+  redis: { url?: string; localPort: number; waitReplicas: number; waitMs: number }
   nats: { url?: string; localPort: number; stream: string; duplicateWindowMs: number; replicas: number }
   /** `serve`: where the facts role serves the embedded ClickHouse. */
   clickhouse: { url?: string; serve: { host: string; port: number } }
@@ -96,7 +101,12 @@ export function parseConfig(env: Record<string, string | undefined> = process.en
     dataDir: e.DATA_DIR,
     adminToken: e.ADMIN_TOKEN,
     logLevel: e.LOG_LEVEL,
-    redis: { url: e.REDIS_URL, localPort: e.LOCAL_REDIS_PORT },
+    redis: {
+      url: e.REDIS_URL,
+      localPort: e.LOCAL_REDIS_PORT,
+      waitReplicas: e.REDIS_WAIT_REPLICAS ?? (e.REDIS_URL && parseRedisUrl(e.REDIS_URL).cluster ? 1 : 0),
+      waitMs: e.REDIS_WAIT_MS,
+    },
     nats: { url: e.NATS_URL, localPort: e.LOCAL_NATS_PORT, stream: e.NATS_STREAM, duplicateWindowMs: e.NATS_DUPLICATE_WINDOW_SECONDS * 1000, replicas: e.NATS_REPLICAS },
     clickhouse: { url: e.CLICKHOUSE_URL, serve: { host: e.FACTS_HTTP_HOST, port: e.FACTS_HTTP_PORT } },
     events: {

@@ -109,7 +109,7 @@ export async function startStack(env: Record<string, string> = {}, opts: { clust
       return out
     }
     ;[redisCluster, natsCluster] = await Promise.all([startRedisCluster(dir, await ports(6)), ports(3).then(async (p) => startNatsCluster(dir, p, await ports(3)))])
-    env = { NATS_REPLICAS: '3', ...env }
+    env = { NATS_REPLICAS: '3', REDIS_WAIT_REPLICAS: '1', ...env }
   } else {
     redisServer = await startRedis(dir, await freePort())
     natsServer = await startNats(dir, await freePort())

@@ -37,7 +37,10 @@ export function createRedis(url: string): Redis {
   const where = parseRedisUrl(url)
   if (!where.cluster) return new Redis(url, { ...OPTIONS, enableAutoPipelining: true })
   const cluster = new Cluster(where.nodes, {
-    enableAutoPipelining: true,
+    // Not on a Cluster: ioredis's auto-pipelines there are per node, and after a failover a MOVED
+    // reply fails the commands of the pipeline instead of redirecting them, with routing left on the
+    // old node (redis/ioredis#2075, open). Every request then failed with MOVED until a restart.
+    enableAutoPipelining: false,
     // After a failover the old master's slots move: commands are retried on the new owner.
     retryDelayOnFailover: 200,
     retryDelayOnClusterDown: 300,
@@ -99,7 +102,7 @@ type Pipeline = ReturnType<Redis['pipeline']>
 /**
  * A pipeline for commands on many keys, answered by `exec()` in order ([error, reply] each): on one
  * server a real pipeline (one write, one batch of replies); on a Cluster, where a pipeline must keep
- * to one slot, each command is sent on its own and auto-pipelining batches them per node. Commands
+ * to one slot, each command is sent on its own, to its slot's node. Commands
  * on one key keep their order either way (one node, one connection).
  */
 export function pipelineFor(redis: Redis): Pipeline {
@@ -126,4 +129,38 @@ export function pipelineFor(redis: Redis): Pipeline {
     },
   })
   return proxy
+}
+
+export class ReplicationError extends Error {}
+
+/**
+ * Redis replication is asynchronous: a master that dies before its replica got a write loses it when
+ * the replica takes over. `replicated(conn, replicas, ms)` snapshots the masters `conn` writes to now;
+ * `check()` then resolves once every write `conn` sent to them since is on `replicas` replicas (WAIT
+ * on each master's own connection, at most `ms`), and rejects (ReplicationError) when a master is
+ * gone, the masters changed (a failover moved slots meanwhile), or a replica that is connected did not
+ * confirm in time. A master with no replica connected at all is taken as it is: there is nothing its
+ * writes could be lost to by a failover. With replicas = 0 check() resolves at once.
+ */
+export function replicated(conn: Redis, replicas: number, ms: number): { check(): Promise<void> } {
+  if (replicas <= 0) return { check: async () => {} }
+  const nodes = masters(conn)
+  const names = (ns: Redis[]) => ns.map((n) => `${n.options.host}:${n.options.port}`).sort().join(',')
+  const before = names(nodes)
+  return {
+    async check() {
+      if (isCluster(conn) && names(masters(conn)) !== before) throw new ReplicationError('the Redis Cluster failed over during the batch')
+      await Promise.all(
+        nodes.map(async (n) => {
+          // 'wait': a Cluster's lazy connection to a node never used, so nothing was written through it.
+          if (n.status === 'wait') return
+          if (n.status !== 'ready') throw new ReplicationError(`Redis ${n.options.host}:${n.options.port} is ${n.status}`)
+          const got = Number(await n.wait(replicas, ms))
+          if (got >= replicas) return
+          const connected = Number(/^connected_slaves:(\d+)/m.exec(await n.info('replication'))?.[1] ?? 0)
+          if (connected > got) throw new ReplicationError(`${got} of ${connected} replicas of ${n.options.host}:${n.options.port} confirmed the batch within ${ms} ms`)
+        }),
+      )
+    },
+  }
 }

@@ -34,8 +34,7 @@ export function createSessions(adminToken: string, opts: { ttlSeconds?: number; 
   const jti = () => randomBytes(12).toString('base64url')
   async function revoked(p: { jti?: string; sub: string; iat?: number }): Promise<boolean> {
     if (!redis) return false
-    // Two GETs, not one MGET: on a Redis Cluster the keys lie in different slots (auto-pipelining
-    // still sends them together).
+    // Two GETs, not one MGET: on a Redis Cluster the keys lie in different slots (sent together, one round trip).
     const [one, all] = await Promise.all([redis.get(`rv:${p.jti ?? '-'}`), redis.get(`rva:${p.sub}`)])
     return one !== null || (all !== null && (p.iat ?? 0) * 1000 < Number(all))
   }
