@@ -206,12 +206,55 @@ describe('npm run cluster', () => {
     expect(new Set(pts.map((e: { score: number }) => e.score))).toEqual(new Set([20]))
   }, 300_000)
 
+  it('loses and doubles nothing when a NATS server and then an ingest process are killed -9 mid-stream (clients retry on the other)', async () => {
+    const app = (await call(layout.api, 'POST', '/v1/apps', { name: 'nats-test' })).json.key as string
+    const users = Array.from({ length: 200 }, (_, i) => ({ id: `n${i}`, phone: `1360000${String(i).padStart(4, '0')}`, real_name: `流${i}`, region_code: ['430623110', '110101001', '440103001', '510104017', '330102001'][i % 5], certified_at: '2020-01-01' }))
+    expect((await call(layout.api, 'POST', '/v1/users:import', { users })).json).toMatchObject({ created: 200, errors: [] })
+    const now = Date.now()
+    const events = Array.from({ length: 20_000 }, (_, i) => ({ id: randomUUID(), type: 'share_back', user_id: `n${i % 200}`, ts: now - 60_000 + (i % 50_000), content_id: 'c', channel: 'wechat' }))
+    const ingest1 = layout.processes.find((p) => p.name === 'ingest-1')!
+    let sent = 0
+    const send = async (i: number) => {
+      for (let attempt = 0; ; attempt++) {
+        const r = await call(layout.ingest[(i / 500 + attempt) % 2], 'POST', '/v1/events', { events: events.slice(i, i + 500) }, app).catch(() => ({ status: 0, json: null }))
+        if (r.status === 202) return
+        expect(attempt, `request at ${i}: ${r.status} ${JSON.stringify(r.json)}`).toBeLessThan(100)
+        await new Promise((res) => setTimeout(res, 200))
+      }
+    }
+    const sender = async (lane: number) => {
+      for (let i = lane * 500; i < events.length; i += 1000) {
+        await send(i)
+        sent += 500
+        if (sent === 6000) process.kill(layout.nats[1].pid, 'SIGKILL')
+        if (sent === 12_000) process.kill(ingest1.pid, 'SIGKILL')
+      }
+    }
+    await Promise.all([sender(0), sender(1)])
+    const ch = await createClickHouse({ url: `http://kepu:${encodeURIComponent(token)}@${layout.facts.replace('http://', '')}/`, dataDir: dir })
+    try {
+      const stats = async () => ((await (await ch.query({ query: "SELECT count() AS n, uniqExact(event_id) AS u, countIf(decision = 'counted') AS c FROM facts FINAL WHERE user_id LIKE 'n%'", format: 'JSONEachRow' })).json()) as { n: unknown; u: unknown; c: unknown }[])[0]
+      let last = { n: 0 as unknown, u: 0 as unknown, c: 0 as unknown }
+      await until(async () => Number((last = await stats()).n) >= 20_000, 'every event stored', 150_000, 250).catch((err) => {
+        throw new Error(`${(err as Error).message}: ${JSON.stringify(last)}`)
+      })
+      expect([Number(last.n), Number(last.u), Number(last.c)]).toEqual([20_000, 20_000, 20_000])
+    } finally {
+      await ch.close()
+    }
+    const shares = await call(layout.api, 'GET', '/v1/leaderboards?metric=shares&period=all&limit=1000')
+    expect(shares.status, JSON.stringify(shares.json)).toBe(200)
+    const mine = shares.json.entries.filter((e: { user_id: string }) => e.user_id.startsWith('n'))
+    expect(mine).toHaveLength(200)
+    expect(new Set(mine.map((e: { score: number }) => e.score))).toEqual(new Set([100]))
+  }, 300_000)
+
   it('--stop stops every process and engine and removes the pid file', async () => {
     const stop = spawn(process.execPath, [...NODE_ARGS, 'scripts/cluster.ts', '--stop'], { cwd: ROOT, env, stdio: 'ignore' })
     const code = await new Promise<number | null>((res) => stop.once('exit', res))
     expect(code).toBe(0)
     await until(() => !pidAlive(layout.pid), 'the launcher to exit', 30_000)
-    // (aggregator-1 and one Redis master were killed above.)
+    // (aggregator-1, ingest-1, a Redis master and a NATS server were killed above.)
     const alive = [...layout.processes, ...layout.redis, ...layout.nats].filter((p) => p.pid && pidAlive(p.pid))
     expect(alive).toEqual([])
   }, 90_000)
