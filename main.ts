@@ -1,6 +1,6 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { parseConfig, ConfigError } from './core/config.ts'
+import { configOrExit } from './core/config.ts'
 import { createLogger } from './core/logger.ts'
 import { startNats, startRedis, type LocalService } from './core/local-services.ts'
 import { connectDeps } from './core/deps.ts'
@@ -10,18 +10,9 @@ import { startService } from './core/service.ts'
 /**
  * The one entry point. With REDIS_URL / NATS_URL unset it runs its own redis-server and
  * nats-server on loopback (data under DATA_DIR); with CLICKHOUSE_URL unset ClickHouse is embedded
- * (chDB). ROLE picks the tiers this process runs: all (default), ingest, aggregator, api.
+ * (chDB). ROLE picks the tiers this process runs: all (default), ingest, aggregator, api, facts.
  */
-let config
-try {
-  config = parseConfig()
-} catch (e) {
-  if (e instanceof ConfigError) {
-    console.error(e.message)
-    process.exit(1)
-  }
-  throw e
-}
+const config = configOrExit()
 const log = createLogger(config.logLevel)
 const local: LocalService[] = []
 // One service per data directory: embedded ClickHouse and the local servers belong to it.

@@ -123,3 +123,16 @@ export function parseConfig(env: Record<string, string | undefined> = process.en
     sms: { sender: e.SMS_SENDER, gatewayUrl: e.SMS_GATEWAY_URL },
   }
 }
+
+/** The configuration of an entry point: a bad value prints its message and exits 1 (no stack trace). */
+export function configOrExit(env: Record<string, string | undefined> = process.env): Config {
+  try {
+    return parseConfig(env)
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      console.error(e.message)
+      process.exit(1)
+    }
+    throw e
+  }
+}

@@ -88,6 +88,72 @@ async function call(base: string, method: string, path: string, body?: unknown, 
   return { status: r.status, json: text ? JSON.parse(text) : null }
 }
 
+const TOWNS = ['430623110', '110101001', '440103001', '510104017', '330102001'] // towns of five provinces: writes on every master
+
+/** An app key, 200 communicators `<prefix>0…199`, and 20,000 share-backs for them (100 each), not sent yet. */
+async function prepare(prefix: string, phone: string) {
+  const app = (await call(layout.api, 'POST', '/v1/apps', { name: `cluster-${prefix}` })).json.key as string
+  const users = Array.from({ length: 200 }, (_, i) => ({ id: `${prefix}${i}`, phone: `${phone}${String(i).padStart(4, '0')}`, real_name: `集${i}`, region_code: TOWNS[i % 5], certified_at: '2020-01-01' }))
+  expect((await call(layout.api, 'POST', '/v1/users:import', { users })).json).toMatchObject({ created: 200, errors: [] })
+  const now = Date.now()
+  const events = Array.from({ length: 20_000 }, (_, i) => ({ id: randomUUID(), type: 'share_back', user_id: `${prefix}${i % 200}`, ts: now - 60_000 + (i % 50_000), content_id: 'c', channel: 'wechat' }))
+  return { app, events }
+}
+
+/**
+ * Sends the events in requests of 500 from two senders, alternating between the ingest processes; a
+ * request not answered 202 is sent again to the other one, as a client would (nothing may be lost).
+ * `faults[n]` runs once n events have been accepted.
+ */
+async function sendAll(app: string, events: unknown[], faults: Record<number, () => void>) {
+  let sent = 0
+  const send = async (i: number) => {
+    for (let attempt = 0; ; attempt++) {
+      const r = await call(layout.ingest[(i / 500 + attempt) % 2], 'POST', '/v1/events', { events: events.slice(i, i + 500) }, app).catch(() => ({ status: 0, json: null }))
+      if (r.status === 202) return expect(r.json.accepted + r.json.duplicates).toBe(500)
+      expect(attempt, `request at ${i}: ${r.status} ${JSON.stringify(r.json)}`).toBeLessThan(100)
+      await new Promise((res) => setTimeout(res, 200))
+    }
+  }
+  const sender = async (lane: number) => {
+    for (let i = lane * 500; i < events.length; i += 1000) {
+      await send(i)
+      sent += 500
+      faults[sent]?.()
+    }
+  }
+  await Promise.all([sender(0), sender(1)])
+}
+
+/** Waits until the facts of `<prefix>…` are stored, then: 20,000 of them, each event once, all counted. */
+async function expectStoredOnce(prefix: string) {
+  const ch = await createClickHouse({ url: `http://kepu:${encodeURIComponent(token)}@${layout.facts.replace('http://', '')}/`, dataDir: dir })
+  try {
+    const stats = async () => {
+      const r = await ch.query({ query: `SELECT count() AS n, uniqExact(event_id) AS u, countIf(decision = 'counted') AS c FROM facts FINAL WHERE startsWith(user_id, {p:String})`, query_params: { p: prefix }, format: 'JSONEachRow' })
+      const [row] = (await r.json()) as { n: unknown; u: unknown; c: unknown }[]
+      return [Number(row.n), Number(row.u), Number(row.c)]
+    }
+    // The messages a killed process held come back after ack_wait (10 s); a failover takes a few seconds.
+    let last = [0, 0, 0]
+    await until(async () => (last = await stats())[0] >= 20_000, 'every event stored', 150_000, 250).catch((err) => {
+      throw new Error(`${(err as Error).message}: [facts, events, counted] = ${JSON.stringify(last)}`)
+    })
+    expect(last).toEqual([20_000, 20_000, 20_000])
+  } finally {
+    await ch.close()
+  }
+}
+
+/** Every one of the 200 `<prefix>…` on the national all-time board of `metric` with `score`. */
+async function expectBoard(prefix: string, metric: 'shares' | 'points', score: number) {
+  const b = await call(layout.api, 'GET', `/v1/leaderboards?metric=${metric}&period=all&limit=1000`)
+  expect(b.status, JSON.stringify(b.json)).toBe(200)
+  const mine = b.json.entries.filter((e: { user_id: string }) => e.user_id.startsWith(prefix))
+  expect(mine).toHaveLength(200)
+  expect(new Set(mine.map((e: { score: number }) => e.score))).toEqual(new Set([score]))
+}
+
 describe('npm run cluster', () => {
   it('prints the layout: 3 Redis masters with a replica each, 3 NATS servers, 2 ingest, 2 aggregators, the API and its store', () => {
     expect(layout.redis.filter((n) => n.role === 'master')).toHaveLength(3)
@@ -99,51 +165,12 @@ describe('npm run cluster', () => {
   })
 
   it('counts 20,000 events sent to both ingest processes exactly once while one aggregator is killed -9', async () => {
-    const app = (await call(layout.api, 'POST', '/v1/apps', { name: 'cluster-test' })).json.key as string
-    const users = Array.from({ length: 200 }, (_, i) => ({
-      id: `k${i}`,
-      phone: `1390000${String(i).padStart(4, '0')}`,
-      real_name: `集${i}`,
-      // Towns of several provinces, so the writes spread over every master.
-      region_code: ['430623110', '110101001', '440103001', '510104017', '330102001'][i % 5],
-      certified_at: '2020-01-01',
-    }))
-    const imported = await call(layout.api, 'POST', '/v1/users:import', { users })
-    expect(imported.json).toMatchObject({ created: 200, errors: [] })
-    const now = Date.now()
-    const events = Array.from({ length: 20_000 }, (_, i) => ({ id: randomUUID(), type: 'share_back', user_id: `k${i % 200}`, ts: now - 60_000 + (i % 50_000), content_id: 'c', channel: 'wechat' }))
+    const { app, events } = await prepare('k', '1390000')
     const victim = layout.processes.find((p) => p.name === 'aggregator-1')!
-    let sent = 0
-    // Two senders, each alternating between the ingest processes, 500 events a request.
-    const sender = async (lane: number) => {
-      for (let i = lane * 500; i < events.length; i += 1000) {
-        const r = await call(layout.ingest[(i / 500) % 2], 'POST', '/v1/events', { events: events.slice(i, i + 500) }, app)
-        expect(r.status).toBe(202)
-        expect(r.json.accepted).toBe(500)
-        sent += 500
-        if (sent === 6000) process.kill(victim.pid, 'SIGKILL')
-      }
-    }
-    await Promise.all([sender(0), sender(1)])
+    await sendAll(app, events, { 6000: () => process.kill(victim.pid, 'SIGKILL') })
     expect(pidAlive(victim.pid)).toBe(false)
-    const ch = await createClickHouse({ url: `http://kepu:${encodeURIComponent(token)}@${layout.facts.replace('http://', '')}/`, dataDir: dir })
-    try {
-      const count = async () => Number((((await (await ch.query({ query: "SELECT count() AS n, uniqExact(event_id) AS u FROM facts FINAL WHERE user_id LIKE 'k%'", format: 'JSONEachRow' })).json()) as { n: unknown }[])[0].n))
-      // The victim's unacked messages come back to the other aggregator after ack_wait (10 s).
-      let last = 0
-      await until(async () => (last = await count()) >= 20_000, 'every event stored', 120_000, 200).catch((err) => {
-        throw new Error(`${(err as Error).message}: ${last} of 20,000 stored`)
-      })
-      const [row] = (await (await ch.query({ query: "SELECT count() AS n, uniqExact(event_id) AS u, countIf(decision = 'counted') AS c FROM facts FINAL WHERE user_id LIKE 'k%'", format: 'JSONEachRow' })).json()) as { n: unknown; u: unknown; c: unknown }[]
-      expect([Number(row.n), Number(row.u), Number(row.c)]).toEqual([20_000, 20_000, 20_000])
-    } finally {
-      await ch.close()
-    }
-    // Redis: 100 each on the all-time board, nobody counted twice; national total 200.
-    const board = await call(layout.api, 'GET', '/v1/leaderboards?metric=shares&period=all&limit=1000')
-    const mine = board.json.entries.filter((e: { user_id: string }) => e.user_id.startsWith('k'))
-    expect(mine).toHaveLength(200)
-    expect(new Set(mine.map((e: { score: number }) => e.score))).toEqual(new Set([100]))
+    await expectStoredOnce('k')
+    await expectBoard('k', 'shares', 100)
     for (const code of ['43', '11', '44', '51', '33']) {
       const b = await call(layout.api, 'GET', `/v1/leaderboards?metric=shares&period=all&region=${code}`)
       expect(b.json.total, code).toBe(40)
@@ -151,102 +178,22 @@ describe('npm run cluster', () => {
   }, 240_000)
 
   it('counts 20,000 events exactly once, points included, while a Redis master is killed -9 and its replica takes over', async () => {
-    const app = (await call(layout.api, 'POST', '/v1/apps', { name: 'failover-test' })).json.key as string
-    const users = Array.from({ length: 200 }, (_, i) => ({
-      id: `f${i}`,
-      phone: `1370000${String(i).padStart(4, '0')}`,
-      real_name: `故${i}`,
-      region_code: ['430623110', '110101001', '440103001', '510104017', '330102001'][i % 5],
-      certified_at: '2020-01-01',
-    }))
-    expect((await call(layout.api, 'POST', '/v1/users:import', { users })).json).toMatchObject({ created: 200, errors: [] })
-    const now = Date.now()
-    const events = Array.from({ length: 20_000 }, (_, i) => ({ id: randomUUID(), type: 'share_back', user_id: `f${i % 200}`, ts: now - 60_000 + (i % 50_000), content_id: 'c', channel: 'wechat' }))
+    const { app, events } = await prepare('f', '1370000')
     const victim = layout.redis.find((n) => n.role === 'master')!
-    let sent = 0
-    // Clients retry what is not answered 202 (on the other ingest process): nothing may be lost.
-    const send = async (i: number) => {
-      for (let attempt = 0; ; attempt++) {
-        const r = await call(layout.ingest[(i / 500 + attempt) % 2], 'POST', '/v1/events', { events: events.slice(i, i + 500) }, app).catch(() => ({ status: 0, json: null }))
-        if (r.status === 202) return
-        expect(attempt, `request at ${i}: ${r.status} ${JSON.stringify(r.json)}`).toBeLessThan(50)
-        await new Promise((res) => setTimeout(res, 200))
-      }
-    }
-    const sender = async (lane: number) => {
-      for (let i = lane * 500; i < events.length; i += 1000) {
-        await send(i)
-        sent += 500
-        if (sent === 6000) process.kill(victim.pid, 'SIGKILL')
-      }
-    }
-    await Promise.all([sender(0), sender(1)])
-    const ch = await createClickHouse({ url: `http://kepu:${encodeURIComponent(token)}@${layout.facts.replace('http://', '')}/`, dataDir: dir })
-    try {
-      const stats = async () => ((await (await ch.query({ query: "SELECT count() AS n, uniqExact(event_id) AS u, countIf(decision = 'counted') AS c FROM facts FINAL WHERE user_id LIKE 'f%'", format: 'JSONEachRow' })).json()) as { n: unknown; u: unknown; c: unknown }[])[0]
-      let last = { n: 0 as unknown, u: 0 as unknown, c: 0 as unknown }
-      await until(async () => Number((last = await stats()).n) >= 20_000, 'every event stored', 150_000, 250).catch((err) => {
-        throw new Error(`${(err as Error).message}: ${JSON.stringify(last)}`)
-      })
-      expect([Number(last.n), Number(last.u), Number(last.c)]).toEqual([20_000, 20_000, 20_000])
-    } finally {
-      await ch.close()
-    }
+    await sendAll(app, events, { 6000: () => process.kill(victim.pid, 'SIGKILL') })
+    await expectStoredOnce('f')
     // The replica is the master now, and holds every write of what was acked.
-    const shares = await call(layout.api, 'GET', '/v1/leaderboards?metric=shares&period=all&limit=1000')
-    expect(shares.status, JSON.stringify(shares.json)).toBe(200)
-    const mine = shares.json.entries.filter((e: { user_id: string }) => e.user_id.startsWith('f'))
-    expect(mine).toHaveLength(200)
-    expect(new Set(mine.map((e: { score: number }) => e.score))).toEqual(new Set([100]))
+    await expectBoard('f', 'shares', 100)
     // Points: the first 20 share-backs of a day earn one each.
-    const points = await call(layout.api, 'GET', '/v1/leaderboards?metric=points&period=all&limit=1000')
-    expect(points.status, JSON.stringify(points.json)).toBe(200)
-    const pts = points.json.entries.filter((e: { user_id: string }) => e.user_id.startsWith('f'))
-    expect(pts).toHaveLength(200)
-    expect(new Set(pts.map((e: { score: number }) => e.score))).toEqual(new Set([20]))
+    await expectBoard('f', 'points', 20)
   }, 300_000)
 
   it('loses and doubles nothing when a NATS server and then an ingest process are killed -9 mid-stream (clients retry on the other)', async () => {
-    const app = (await call(layout.api, 'POST', '/v1/apps', { name: 'nats-test' })).json.key as string
-    const users = Array.from({ length: 200 }, (_, i) => ({ id: `n${i}`, phone: `1360000${String(i).padStart(4, '0')}`, real_name: `流${i}`, region_code: ['430623110', '110101001', '440103001', '510104017', '330102001'][i % 5], certified_at: '2020-01-01' }))
-    expect((await call(layout.api, 'POST', '/v1/users:import', { users })).json).toMatchObject({ created: 200, errors: [] })
-    const now = Date.now()
-    const events = Array.from({ length: 20_000 }, (_, i) => ({ id: randomUUID(), type: 'share_back', user_id: `n${i % 200}`, ts: now - 60_000 + (i % 50_000), content_id: 'c', channel: 'wechat' }))
+    const { app, events } = await prepare('n', '1360000')
     const ingest1 = layout.processes.find((p) => p.name === 'ingest-1')!
-    let sent = 0
-    const send = async (i: number) => {
-      for (let attempt = 0; ; attempt++) {
-        const r = await call(layout.ingest[(i / 500 + attempt) % 2], 'POST', '/v1/events', { events: events.slice(i, i + 500) }, app).catch(() => ({ status: 0, json: null }))
-        if (r.status === 202) return
-        expect(attempt, `request at ${i}: ${r.status} ${JSON.stringify(r.json)}`).toBeLessThan(100)
-        await new Promise((res) => setTimeout(res, 200))
-      }
-    }
-    const sender = async (lane: number) => {
-      for (let i = lane * 500; i < events.length; i += 1000) {
-        await send(i)
-        sent += 500
-        if (sent === 6000) process.kill(layout.nats[1].pid, 'SIGKILL')
-        if (sent === 12_000) process.kill(ingest1.pid, 'SIGKILL')
-      }
-    }
-    await Promise.all([sender(0), sender(1)])
-    const ch = await createClickHouse({ url: `http://kepu:${encodeURIComponent(token)}@${layout.facts.replace('http://', '')}/`, dataDir: dir })
-    try {
-      const stats = async () => ((await (await ch.query({ query: "SELECT count() AS n, uniqExact(event_id) AS u, countIf(decision = 'counted') AS c FROM facts FINAL WHERE user_id LIKE 'n%'", format: 'JSONEachRow' })).json()) as { n: unknown; u: unknown; c: unknown }[])[0]
-      let last = { n: 0 as unknown, u: 0 as unknown, c: 0 as unknown }
-      await until(async () => Number((last = await stats()).n) >= 20_000, 'every event stored', 150_000, 250).catch((err) => {
-        throw new Error(`${(err as Error).message}: ${JSON.stringify(last)}`)
-      })
-      expect([Number(last.n), Number(last.u), Number(last.c)]).toEqual([20_000, 20_000, 20_000])
-    } finally {
-      await ch.close()
-    }
-    const shares = await call(layout.api, 'GET', '/v1/leaderboards?metric=shares&period=all&limit=1000')
-    expect(shares.status, JSON.stringify(shares.json)).toBe(200)
-    const mine = shares.json.entries.filter((e: { user_id: string }) => e.user_id.startsWith('n'))
-    expect(mine).toHaveLength(200)
-    expect(new Set(mine.map((e: { score: number }) => e.score))).toEqual(new Set([100]))
+    await sendAll(app, events, { 6000: () => process.kill(layout.nats[1].pid, 'SIGKILL'), 12_000: () => process.kill(ingest1.pid, 'SIGKILL') })
+    await expectStoredOnce('n')
+    await expectBoard('n', 'shares', 100)
   }, 300_000)
 
   it('--stop stops every process and engine and removes the pid file', async () => {

@@ -21,23 +21,14 @@ import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import { resolveAdminToken } from '../core/admin-token.ts'
-import { ConfigError, parseConfig } from '../core/config.ts'
+import { configOrExit } from '../core/config.ts'
 import { FACTS_USER } from '../core/facts-server.ts'
 import { startNatsCluster, startRedisCluster } from '../core/local-cluster.ts'
 import { createLogger } from '../core/logger.ts'
 
 const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)))
 
-let config
-try {
-  config = parseConfig()
-} catch (e) {
-  if (e instanceof ConfigError) {
-    console.error(e.message)
-    process.exit(1)
-  }
-  throw e
-}
+const config = configOrExit()
 const log = createLogger(config.logLevel === 'silent' ? 'silent' : 'info', 'cluster')
 const dir = resolve(config.dataDir, 'cluster')
 const pidFile = join(dir, 'cluster.pid')
