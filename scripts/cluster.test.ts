@@ -145,6 +145,26 @@ async function expectStoredOnce(prefix: string) {
   }
 }
 
+/**
+ * For 8 s: whether the API's /readyz ever answered 503 naming `node`, and every read of a board
+ * that failed otherwise than 200, or 503 with Retry-After.
+ */
+async function watchOutage(node: string): Promise<{ named: boolean; failures: string[] }> {
+  let named = false
+  const failures: string[] = []
+  for (const end = Date.now() + 8000; Date.now() < end; ) {
+    const ready = await fetch(`${layout.api}/readyz`).then(async (r) => ({ status: r.status, json: await r.json() }))
+    if (ready.status === 503 && ready.json.down.includes(node)) named = true
+    for (const code of ['43', '11', '44', '51', '33']) {
+      const r = await fetch(`${layout.api}/v1/leaderboards?metric=shares&period=all&region=${code}`, { headers: { authorization: `Bearer ${token}` } })
+      await r.arrayBuffer()
+      if (r.status !== 200 && !(r.status === 503 && r.headers.get('retry-after'))) failures.push(`${code}: ${r.status}`)
+    }
+    await new Promise((res) => setTimeout(res, 100))
+  }
+  return { named, failures }
+}
+
 /** Every one of the 200 `<prefix>…` on the national all-time board of `metric` with `score`. */
 async function expectBoard(prefix: string, metric: 'shares' | 'points', score: number) {
   const b = await call(layout.api, 'GET', `/v1/leaderboards?metric=${metric}&period=all&limit=1000`)
@@ -180,7 +200,17 @@ describe('npm run cluster', () => {
   it('counts 20,000 events exactly once, points included, while a Redis master is killed -9 and its replica takes over', async () => {
     const { app, events } = await prepare('f', '1370000')
     const victim = layout.redis.find((n) => n.role === 'master')!
-    await sendAll(app, events, { 6000: () => process.kill(victim.pid, 'SIGKILL') })
+    let outage: ReturnType<typeof watchOutage> | null = null
+    await sendAll(app, events, {
+      6000: () => {
+        process.kill(victim.pid, 'SIGKILL')
+        outage = watchOutage(`redis ${victim.node}`)
+      },
+    })
+    // While it fails over: /readyz names the dead node; reads answer or say 503 with Retry-After, never 500.
+    const seen = await outage!
+    expect(seen.named, JSON.stringify(seen)).toBe(true)
+    expect(seen.failures).toEqual([])
     await expectStoredOnce('f')
     // The replica is the master now, and holds every write of what was acked.
     await expectBoard('f', 'shares', 100)

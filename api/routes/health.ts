@@ -1,4 +1,5 @@
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi'
+import { redisNodes } from '../../core/clients/redis.ts'
 import type { Deps } from '../../core/deps.ts'
 import type { AuthEnv } from '../middleware/auth/index.ts'
 
@@ -25,7 +26,9 @@ export function mountHealth(app: OpenAPIHono<AuthEnv>, deps: Pick<Deps, 'nc' | '
     async (c) => {
       const checks: [string, () => Promise<unknown>][] = [
         ['nats', () => deps.nc.flush()],
-        ['redis', () => deps.redis.ping()],
+        // One server, or each node of a Redis Cluster by its address (a failed master is named until
+        // its replica has taken over and the client's view of the slots moved on).
+        ...redisNodes(deps.redis).map(({ name, client }): [string, () => Promise<unknown>] => [name, () => client.ping()]),
         ['clickhouse', async () => (await deps.ch.query({ query: 'SELECT 1', format: 'JSONEachRow' })).json()],
       ]
       const results = await Promise.allSettled(checks.map(([, f]) => within(f(), 1500)))

@@ -50,6 +50,12 @@ export function createRedis(url: string): Redis {
   return cluster as unknown as Redis
 }
 
+/** What /readyz pings: the one server ('redis'), or every node of a Cluster by address ('redis 10.0.0.5:6379'). */
+export function redisNodes(redis: Redis): { name: string; client: Redis }[] {
+  if (!isCluster(redis)) return [{ name: 'redis', client: redis }]
+  return (redis as unknown as Cluster).nodes('all').map((n) => ({ name: `redis ${n.options.host}:${n.options.port}`, client: n }))
+}
+
 /** The masters of a client: itself for one server, every master node of a Cluster (SCAN, FLUSH, INFO run per node). */
 export function masters(redis: Redis): Redis[] {
   return isCluster(redis) ? (redis as unknown as Cluster).nodes('master') : [redis]

@@ -94,5 +94,13 @@ describe('downDependency', () => {
     expect(downDependency(new Error('no such campaign'))).toBeNull()
     expect(downDependency(new ApiError(404, 'not_found', 'x'))).toBeNull()
     expect(downDependency('a string')).toBeNull()
+    expect(downDependency(new Error('WRONGTYPE Operation against a key holding the wrong kind of value'))).toBeNull()
+  })
+
+  it('takes a Redis Cluster failing over for Redis being down (503, not 500)', () => {
+    expect(downDependency(new Error('CLUSTERDOWN The cluster is down'))).toBe('redis')
+    expect(downDependency(new Error('MOVED 2863 127.0.0.1:16384'))).toBe('redis')
+    expect(downDependency(new Error('Too many Cluster redirections. Last error: Error: Connection is closed.'))).toBe('redis')
+    expect(downDependency(Object.assign(new Error('Failed to refresh slots cache.'), { name: 'ClusterAllFailedError' }))).toBe('redis')
   })
 })

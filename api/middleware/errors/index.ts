@@ -13,7 +13,8 @@ import { ApiError, unavailable } from '../../../core/errors.ts'
 
 /**
  * The dependency a failure says is down, or null: a NATS connection or request failure, or Redis
- * commands that gave up (retries exhausted, connection closed). Looks through `cause` chains.
+ * commands that gave up (retries exhausted, connection closed, a Cluster failing over). Looks
+ * through `cause` chains.
  */
 export function downDependency(err: unknown): 'nats' | 'redis' | null {
   for (let e: unknown = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
@@ -27,6 +28,9 @@ export function downDependency(err: unknown): 'nats' | 'redis' | null {
     ) return 'nats'
     // ioredis: MaxRetriesPerRequestError (not exported by name), and its CONNECTION_CLOSED_ERROR_MSG.
     if (e.name === 'MaxRetriesPerRequestError' || e.message === 'Connection is closed.') return 'redis'
+    // A Redis Cluster while a master fails over: no node answers for the slot yet, or redirections
+    // ran out (ClusterAllFailedError, CLUSTERDOWN, TRYAGAIN, MOVED / ASK past ioredis's retries).
+    if (e.name === 'ClusterAllFailedError' || /^(CLUSTERDOWN|TRYAGAIN|MOVED|ASK) |^Too many Cluster redirections/.test(e.message)) return 'redis'
   }
   return null
 }
