@@ -61,7 +61,9 @@ export function createApp(config: Config, deps: Deps & { adminToken: string; agg
   const ownLimit = /^\/v1\/(events|users:import|populations:import|tasks\/\d{4}(:import)?)$/
   app.use('*', defaultBodyLimit(1024 * 1024, '1 MiB', (_method, path) => ownLimit.test(path)))
 
-  mountHealth(app, deps)
+  // Several NATS servers (a cluster): /readyz names each one it cannot reach.
+  const natsServers = config.nats.url?.split(',').map((u) => u.trim()).filter(Boolean) ?? []
+  mountHealth(app, { ...deps, natsServers: natsServers.length > 1 ? natsServers : [] })
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer' })
   app.doc31('/openapi.json', {
     openapi: '3.1.0',

@@ -221,7 +221,20 @@ describe('npm run cluster', () => {
   it('loses and doubles nothing when a NATS server and then an ingest process are killed -9 mid-stream (clients retry on the other)', async () => {
     const { app, events } = await prepare('n', '1360000')
     const ingest1 = layout.processes.find((p) => p.name === 'ingest-1')!
-    await sendAll(app, events, { 6000: () => process.kill(layout.nats[1].pid, 'SIGKILL'), 12_000: () => process.kill(ingest1.pid, 'SIGKILL') })
+    let named: Promise<unknown> | null = null
+    await sendAll(app, events, {
+      6000: () => {
+        process.kill(layout.nats[1].pid, 'SIGKILL')
+        // /readyz names the dead server (it stays dead: the cluster goes on with two).
+        const node = `nats ${layout.nats[1].url.replace('nats://', '')}`
+        named = until(async () => {
+          const r = await fetch(`${layout.api}/readyz`)
+          return r.status === 503 && ((await r.json()) as { down: string[] }).down.includes(node)
+        }, `/readyz to name ${node}`, 10_000, 100).then(() => null, (err: Error) => err.message)
+      },
+      12_000: () => process.kill(ingest1.pid, 'SIGKILL'),
+    })
+    expect(await named).toBeNull()
     await expectStoredOnce('n')
     await expectBoard('n', 'shares', 100)
   }, 300_000)
