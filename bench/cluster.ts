@@ -9,12 +9,11 @@
  * Options: --users=200000 (communicators; --users=1000000 is the single-box bench's size)
  * --events=200000 --batch=500 --senders=8 --seed=1 --e2e-timeout=300 --cores=16 --keep=false
  */
-import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createClickHouse } from '../core/clients/clickhouse.ts'
+import { launchCluster } from '../scripts/launch-cluster.ts'
 import { loadRegionTree } from '../core/regions.ts'
 import { Api } from './lib/api.ts'
 import { Ledger, nationalRoster, NationalPlanner } from './lib/national.ts'
@@ -24,60 +23,10 @@ import { buildBodies, importUsers, rosterRow, sendAll } from './lib/workload.ts'
 
 const opt = options({ users: 200_000, events: 200_000, batch: 500, senders: 8, seed: 1, e2eTimeout: 300, cores: 16, keep: false, cluster: true })
 
-interface Layout {
-  api: string
-  ingest: string[]
-  facts: string
-  redis: { node: string; role: string; pid: number }[]
-  nats: { url: string; pid: number }[]
-  processes: { name: string; role: string; pid: number }[]
-  admin_token_file: string
-}
-
-const free = (port: number) =>
-  new Promise<boolean>((res) => {
-    const s = createServer()
-    s.once('error', () => res(false))
-    s.listen(port, '127.0.0.1', () => s.close(() => res(true)))
-  })
-async function freeRun(n: number, alsoAt: number[] = []): Promise<number> {
-  for (;;) {
-    const base = 20_000 + Math.floor(Math.random() * 9_000)
-    const ports = Array.from({ length: n }, (_, i) => base + i).flatMap((p) => [p, ...alsoAt.map((o) => p + o)])
-    if ((await Promise.all(ports.map(free))).every(Boolean)) return base
-  }
-}
-
-async function startCluster(dir: string): Promise<{ child: ChildProcess; layout: Layout }> {
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    DATA_DIR: dir,
-    PORT: String(await freeRun(5)),
-    LOCAL_REDIS_PORT: String(await freeRun(6, [10_000])),
-    LOCAL_NATS_PORT: String(await freeRun(3, [100])),
-    FACTS_HTTP_PORT: String(await freeRun(1)),
-    LOG_LEVEL: 'warn',
-  }
-  for (const k of ['REDIS_URL', 'NATS_URL', 'CLICKHOUSE_URL', 'ADMIN_TOKEN', 'ROLE', 'NODE_OPTIONS']) delete env[k]
-  const child = spawn(process.execPath, ['--import', 'tsx', 'scripts/cluster.ts'], { cwd: join(import.meta.dirname, '..'), env, stdio: ['ignore', 'pipe', 'pipe'] })
-  let out = ''
-  const layout = await new Promise<Layout>((res, rej) => {
-    const onData = (b: Buffer) => {
-      out += b.toString()
-      const m = /^CLUSTER (.+)$/m.exec(out)
-      if (m) res(JSON.parse(m[1]))
-    }
-    child.stdout!.on('data', onData)
-    child.stderr!.on('data', onData)
-    child.once('exit', (code) => rej(new Error(`npm run cluster exited with ${code}: ${out.slice(-1500)}`)))
-  })
-  return { child, layout }
-}
-
 async function main() {
   const dir = mkdtempSync(join(tmpdir(), 'kepu-bench-cluster-'))
   progress('start', `npm run cluster in ${dir}`)
-  const { child, layout } = await startCluster(dir)
+  const { child, layout } = await launchCluster(dir)
   try {
     const token = readFileSync(layout.admin_token_file, 'utf8').trim()
     const pids: [string, number][] = [

@@ -1,78 +1,27 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createClickHouse } from '../core/clients/clickhouse.ts'
 import { killGroup, NODE_ARGS, pidAlive, ROOT, until } from '../test/child.ts'
+import { launchCluster, type ClusterLayout } from './launch-cluster.ts'
 
 /**
  * `npm run cluster` (issue 12) as a user runs it: the launcher as a child process, the layout it
  * prints, events sent to both ingest processes while one aggregator is killed -9, every event
  * counted once in Redis and stored once in ClickHouse, then `--stop`.
  */
-interface Layout {
-  api: string
-  ingest: string[]
-  aggregators: string[]
-  facts: string
-  redis: { node: string; role: 'master' | 'replica'; pid: number }[]
-  nats: { url: string; pid: number }[]
-  processes: { name: string; role: string; url: string; pid: number }[]
-  admin_token_file: string
-  data_dir: string
-  pid: number
-}
-
-const free = (port: number) =>
-  new Promise<boolean>((res) => {
-    const s = createServer()
-    s.once('error', () => res(false))
-    s.listen(port, '127.0.0.1', () => s.close(() => res(true)))
-  })
-/** A base port whose `n` successors are free, and with `alsoAt` offsets too (a Redis node's bus: +10,000). */
-async function freeRun(n: number, alsoAt: number[] = []): Promise<number> {
-  for (;;) {
-    const base = 20_000 + Math.floor(Math.random() * 9_000)
-    const ports = Array.from({ length: n }, (_, i) => base + i).flatMap((p) => [p, ...alsoAt.map((o) => p + o)])
-    if ((await Promise.all(ports.map(free))).every(Boolean)) return base
-  }
-}
-
 let dir: string
 let launcher: ChildProcess
-let layout: Layout
+let layout: ClusterLayout
 let token: string
 let env: NodeJS.ProcessEnv
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'kepu-cluster-'))
-  env = {
-    ...process.env,
-    DATA_DIR: dir,
-    PORT: String(await freeRun(5)),
-    LOCAL_REDIS_PORT: String(await freeRun(6, [10_000])),
-    LOCAL_NATS_PORT: String(await freeRun(3, [100])),
-    FACTS_HTTP_PORT: String(await freeRun(1)),
-    LOG_LEVEL: 'warn',
-    FACTS_FLUSH_MS: '50',
-  }
-  for (const k of ['REDIS_URL', 'NATS_URL', 'CLICKHOUSE_URL', 'ADMIN_TOKEN', 'ROLE']) delete env[k]
-  launcher = spawn(process.execPath, [...NODE_ARGS, 'scripts/cluster.ts'], { cwd: ROOT, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] })
-  let out = ''
-  layout = await new Promise<Layout>((res, rej) => {
-    const onData = (b: Buffer) => {
-      out += b.toString()
-      const m = /^CLUSTER (.+)$/m.exec(out)
-      if (m) res(JSON.parse(m[1]))
-    }
-    launcher.stdout!.on('data', onData)
-    launcher.stderr!.on('data', onData)
-    launcher.once('exit', (code) => rej(new Error(`npm run cluster exited with ${code}: ${out.slice(-2000)}`)))
-    setTimeout(() => rej(new Error(`no CLUSTER line within 150 s: ${out.slice(-2000)}`)), 150_000)
-  })
+  ;({ child: launcher, layout, env } = await launchCluster(dir, { detached: true, env: { FACTS_FLUSH_MS: '50' } }))
   token = readFileSync(layout.admin_token_file, 'utf8').trim()
 }, 180_000)
 

@@ -7,6 +7,7 @@ import { parseConfig, type Config } from '../core/config.ts'
 import { connectDeps, type Deps } from '../core/deps.ts'
 import { startNats, startRedis, type LocalService } from '../core/local-services.ts'
 import { startNatsCluster, startRedisCluster, type LocalNatsCluster, type LocalRedisCluster } from '../core/local-cluster.ts'
+import { freePortRun } from '../scripts/launch-cluster.ts'
 import { pino } from 'pino'
 import { createLogger } from '../core/logger.ts'
 import { startService, type Service } from '../core/service.ts'
@@ -28,29 +29,6 @@ export async function freePort(): Promise<number> {
       s.close(() => res(port))
     })
   })
-}
-
-/** Whether a TCP port on loopback is free now. */
-function portFree(port: number): Promise<boolean> {
-  return new Promise((res) => {
-    const s = createServer()
-    s.once('error', () => res(false))
-    s.listen(port, '127.0.0.1', () => s.close(() => res(true)))
-  })
-}
-
-/**
- * A free port for a Redis Cluster node: its cluster bus listens on port + 10,000, which must be free
- * too (and below 65,536), so these come from 20,000–30,000 rather than the ephemeral range.
- */
-export async function freeClusterPort(taken: Set<number> = new Set()): Promise<number> {
-  for (;;) {
-    const p = 20_000 + Math.floor(Math.random() * 10_000)
-    if (!taken.has(p) && (await portFree(p)) && (await portFree(p + 10_000))) {
-      taken.add(p)
-      return p
-    }
-  }
 }
 
 export interface Stack {
@@ -102,13 +80,9 @@ export async function startStack(env: Record<string, string> = {}, opts: { clust
   let redisCluster: LocalRedisCluster | undefined
   let natsCluster: LocalNatsCluster | undefined
   if (opts.cluster) {
-    const taken = new Set<number>()
-    const ports = async (n: number) => {
-      const out: number[] = []
-      for (let i = 0; i < n; i++) out.push(await freeClusterPort(taken))
-      return out
-    }
-    ;[redisCluster, natsCluster] = await Promise.all([startRedisCluster(dir, await ports(6)), ports(3).then(async (p) => startNatsCluster(dir, p, await ports(3)))])
+    const run = (n: number, base: number) => Array.from({ length: n }, (_, i) => base + i)
+    const [redisBase, natsBase] = [await freePortRun(6, [10_000]), await freePortRun(3, [100])]
+    ;[redisCluster, natsCluster] = await Promise.all([startRedisCluster(dir, run(6, redisBase)), startNatsCluster(dir, run(3, natsBase), run(3, natsBase + 100))])
     env = { NATS_REPLICAS: '3', REDIS_WAIT_REPLICAS: '1', ...env }
   } else {
     redisServer = await startRedis(dir, await freePort())
